@@ -1,0 +1,48 @@
+# Celery Lab Kit. Two commands on a fresh machine: `make lab` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+KERNEL := celerylab
+LAB_PORT ?= 8888
+PYTEST := $(PY) -m pytest
+NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg -p no:randomly
+
+.PHONY: lab install test test-unit test-notebooks labs grade bench clean
+
+$(STAMP): pyproject.toml
+	@echo "==> creating $(VENV) and installing the kit (pinned dependencies; takes about a minute)"
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --progress-bar on -q --upgrade pip
+	$(PIP) install --progress-bar on -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (Celery Lab Kit)"
+	$(VENV)/bin/jupyter labextension disable "@jupyterlab/apputils-extension:announcements" >/dev/null 2>&1 || true
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## Start JupyterLab on 127.0.0.1, opened at the first lesson (works headless: open the printed URL).
+lab: install
+	@echo "==> JupyterLab: open the URL printed below (Ctrl-C to stop)"
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --no-browser \
+		--ServerApp.root_dir=$(CURDIR) \
+		--LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb \
+		--LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate
+
+## Everything CI runs: unit tests, then every notebook under nbval.
+test: install
+	$(PYTEST) -q tests
+	$(PYTEST) -q $(NBVAL) notebooks
+
+test-unit: install
+	$(PYTEST) -q tests
+
+test-notebooks: install
+	$(PYTEST) -q $(NBVAL) notebooks
+
+bench: install
+	$(PY) bench/broker_throughput.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,162 @@
+"""Where the kit's broker lives: embedded (in this process) or a real one from the environment.
+
+``start_broker()`` is what every lesson calls, directly or through :func:`celerylab.create_app`:
+
+* with ``CELERYLAB_BROKER_URL`` unset, it serves an in-memory Redis (fakeredis) on
+  127.0.0.1 in a background thread; calling it again in the same kernel returns the same
+  broker, so re-running a cell changes nothing;
+* with ``CELERYLAB_BROKER_URL=redis://...`` or ``amqp://...``, it checks that broker answers
+  (within 5 s, or one clear error line) and uses it instead.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from . import processes
+from .errors import BrokerUnreachableError, LupaMissingError, PortInUseError
+from .ports import LOOPBACK, port_in_use
+
+BROKER_URL_ENV = "CELERYLAB_BROKER_URL"
+RESULT_BACKEND_ENV = "CELERYLAB_RESULT_BACKEND"
+REACH_TIMEOUT = 5.0
+
+
+@dataclass
+class Broker:
+    """A running broker: ``url`` for Celery, ``result_backend`` for results, ``stop()`` to end it."""
+
+    url: str
+    result_backend: str
+    embedded: bool
+    _server: object = field(default=None, repr=False)
+    _forget: object = field(default=None, repr=False)
+
+    @property
+    def port(self) -> int | None:
+        return urlsplit(self.url).port
+
+    @property
+    def transport(self) -> str:
+        return urlsplit(self.url).scheme
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None or not self.embedded
+
+    def stop(self) -> None:
+        """Stop an embedded broker (and forget it); a real broker is left running."""
+        global _current
+        with _lock:
+            if self._server is not None:
+                self._server.stop()
+                self._server = None
+            if self._forget is not None:
+                self._forget()
+                self._forget = None
+            if _current is self:
+                _current = None
+
+    def __enter__(self) -> "Broker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __str__(self) -> str:
+        kind = "embedded fakeredis" if self.embedded else "external"
+        return f"{kind} broker at {self.url}"
+
+
+_lock = threading.RLock()
+_current: Broker | None = None
+
+
+def _require_lupa() -> None:
+    try:
+        import lupa  # noqa: F401
+    except ImportError:
+        raise LupaMissingError(
+            "the embedded broker needs the 'lupa' package (kombu's Lua scripts fail on fakeredis "
+            "without it): run `pip install lupa`, or `make lab` to reinstall the kit"
+        ) from None
+
+
+def start_broker(port: int | None = None, host: str = LOOPBACK) -> Broker:
+    """Start (or reuse) the broker for this kernel.
+
+    ``port=None`` reuses the running embedded broker or picks a free port; a given port that
+    something else listens on raises :class:`PortInUseError`.
+    """
+    global _current
+    url = os.environ.get(BROKER_URL_ENV)
+    with _lock:
+        if url:
+            if _current is not None and _current.url == url:
+                return _current
+            check_reachable(url)
+            _current = Broker(url=url, result_backend=_result_backend_for(url), embedded=False)
+            return _current
+        if _current is not None and _current.running and (port is None or port == _current.port):
+            return _current
+        _require_lupa()
+        from .resp_server import EmbeddedRedisServer
+
+        if port and port_in_use(port, host):
+            raise PortInUseError(
+                f"port {port} on {host} is already in use by another program; "
+                f"call start_broker() without a port to get a free one"
+            )
+        try:
+            server = EmbeddedRedisServer(host, port or 0).start()
+        except OSError as exc:
+            raise PortInUseError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        url = f"redis://{host}:{server.port}/0"
+        broker = Broker(url=url, result_backend=url, embedded=True, _server=server)
+        broker._forget = processes.register(f"embedded broker {url}", broker.stop)
+        _current = broker
+        return broker
+
+
+def current_broker() -> Broker | None:
+    return _current
+
+
+def _result_backend_for(url: str) -> str:
+    explicit = os.environ.get(RESULT_BACKEND_ENV)
+    if explicit:
+        return explicit
+    if url.startswith(("redis://", "rediss://")):
+        return url
+    return "rpc://"  # amqp brokers: results come back over the broker itself
+
+
+def check_reachable(url: str, timeout: float = REACH_TIMEOUT) -> None:
+    """Raise BrokerUnreachableError (one line) unless url answers within timeout seconds."""
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    default_ports = {"redis": 6379, "rediss": 6379, "amqp": 5672, "amqps": 5671, "pyamqp": 5672}
+    if scheme not in default_ports:
+        raise BrokerUnreachableError(
+            f"{BROKER_URL_ENV}={url!r}: unsupported scheme {scheme!r}; use redis://host:port/db or amqp://user:pw@host:port/vhost"
+        )
+    host, port = parts.hostname or "localhost", parts.port or default_ports[scheme]
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise BrokerUnreachableError(
+            f"cannot reach the broker in {BROKER_URL_ENV} ({host}:{port}): {reason}; "
+            f"start it, fix the URL, or unset {BROKER_URL_ENV} to use the embedded broker"
+        ) from None
+    if scheme.startswith("redis"):
+        import redis
+
+        try:
+            redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping()
+        except redis.RedisError as exc:
+            raise BrokerUnreachableError(f"the broker at {host}:{port} does not answer as Redis: {exc}") from None

@@ -1,0 +1,1 @@
+"""Task modules the lessons import, so worker subprocesses can import the same tasks."""

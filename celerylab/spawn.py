@@ -1,0 +1,137 @@
+"""``spawn_worker``: a real ``celery worker`` subprocess (prefork, threads, solo...).
+
+Lessons use it when the worker must be a separate process: prefork and time limits,
+``kill -9`` mid-task, warm versus cold shutdown, several workers on separate queues. The
+worker imports its tasks from a module (``celerylab.lessons.*``): tasks defined in a
+notebook's ``__main__`` do not exist in another process ("unregistered task").
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from . import logs, processes
+from .app import APP_CONF_ENV
+from .broker import BROKER_URL_ENV, RESULT_BACKEND_ENV, start_broker
+from .errors import WorkerStartError
+from .worker import ALL_POOLS, check_pool
+
+_counter = itertools.count(1)
+
+
+class WorkerProcess:
+    """A worker subprocess in its own process group."""
+
+    def __init__(self, module: str, pool: str = "prefork", concurrency: int = 2, queues=None,
+                 hostname: str | None = None, loglevel: str = "INFO", prefetch_multiplier: int | None = None,
+                 extra_args=(), **conf):
+        check_pool(pool, ALL_POOLS)
+        broker = start_broker()
+        n = next(_counter)
+        self.module = module
+        self.pool = pool
+        self.concurrency = concurrency
+        self.queues = list(queues) if queues else None
+        self.hostname = hostname or f"{module.rsplit('.', 1)[-1]}-{n}-{os.getpid()}@%h"
+        self.logfile = logs.log_path(f"spawned-{self.hostname.split('@')[0]}")
+        self.logfile.write_text("")
+        env = processes.child_env()
+        env[BROKER_URL_ENV] = broker.url
+        env[RESULT_BACKEND_ENV] = broker.result_backend
+        if conf:
+            env[APP_CONF_ENV] = json.dumps(conf)
+        else:
+            env.pop(APP_CONF_ENV, None)
+        env["PYTHONUNBUFFERED"] = "1"
+        cmd = [sys.executable, "-m", "celery", "-A", module, "worker", "-P", pool, "-c", str(concurrency),
+               "-n", self.hostname, "-l", loglevel, "-f", str(self.logfile), "-E",
+               "--without-mingle", "--without-gossip"]
+        if self.queues:
+            cmd += ["-Q", ",".join(self.queues)]
+        if prefetch_multiplier is not None:
+            cmd += ["--prefetch-multiplier", str(prefetch_multiplier)]
+        cmd += list(extra_args)
+        self.cmd = cmd
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=open(self.logfile.with_suffix(".stderr"), "wb"),
+                                     start_new_session=True)
+        self._forget = processes.register(f"worker process {self.hostname} (pid {self.proc.pid})", self.kill)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    @property
+    def nodename(self) -> str:
+        return self.hostname.replace("%h", os.uname().nodename)
+
+    def wait_ready(self, timeout: float = 20.0) -> "WorkerProcess":
+        """Block until the worker logs that it is ready (or raise with the log's last lines)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
+            if " ready." in text:
+                return self
+            if not self.alive:
+                break
+            time.sleep(0.05)
+        detail = logs.tail(self.logfile.with_suffix(".stderr"), 5) or logs.tail(self.logfile, 5)
+        state = f"exited with status {self.proc.returncode}" if not self.alive else f"not ready after {timeout:.0f} s"
+        self.kill()
+        raise WorkerStartError(f"worker {self.nodename} {state}; log: {self.logfile}\n{detail}".rstrip())
+
+    def terminate(self, timeout: float = 30.0) -> int | None:
+        """Warm shutdown (SIGTERM): running tasks finish, then the worker exits."""
+        if self.alive:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        return self.kill()
+
+    def kill(self) -> int | None:
+        """SIGKILL to the whole process group: the worker and its pool processes die at once."""
+        processes.kill_group(self.proc.pid, signal.SIGKILL)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not wait
+            pass
+        self._forget()
+        return self.proc.returncode
+
+    def children(self) -> list[int]:
+        """Pids of the worker's pool processes (Linux)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                return [int(p) for p in f.read().split()]
+        except OSError:
+            return []
+
+    def __enter__(self) -> "WorkerProcess":
+        return self.wait_ready()
+
+    def __exit__(self, *exc) -> None:
+        self.terminate()
+
+    def __repr__(self) -> str:
+        state = "running" if self.alive else f"exited({self.proc.returncode})"
+        return f"<worker process {self.nodename} pid={self.pid} pool={self.pool} x{self.concurrency} {state}>"
+
+
+def spawn_worker(module: str, pool: str = "prefork", concurrency: int = 2, queues=None, **kwargs) -> WorkerProcess:
+    """Start ``celery -A module worker`` as a subprocess; call ``.wait_ready()`` before sending work.
+
+    Extra keywords: ``hostname``, ``loglevel``, ``prefetch_multiplier``, ``extra_args`` and any
+    Celery setting for the worker's app (``task_acks_late=True``, ``task_reject_on_worker_lost=True``...).
+    """
+    return WorkerProcess(module, pool=pool, concurrency=concurrency, queues=queues, **kwargs)

@@ -1,0 +1,177 @@
+"""``run_worker``: a real Celery worker inside the kernel, as a context manager.
+
+Shaped like ``celery.contrib.testing.worker.start_worker`` but made for lessons:
+
+* leaving the ``with`` block is a warm shutdown that *waits for running tasks* (the contrib
+  version returns while a long task carries on in an orphaned thread);
+* logs go to a file (``celerylab.where()`` shows it), never into cell output;
+* entering and leaving it repeatedly in one kernel leaks no threads or connections;
+* a kernel that exits with the worker still running stops it (``celerylab.cleanup``).
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from contextlib import contextmanager
+
+from celery import Celery
+from celery.worker import WorkController
+
+from . import logs, processes
+from .errors import UnknownPoolError, WorkerStartError
+
+IN_KERNEL_POOLS = ("threads", "solo")
+ALL_POOLS = ("prefork", "threads", "solo", "eventlet", "gevent")
+_counter = itertools.count(1)
+
+
+def check_pool(pool: str, allowed=ALL_POOLS) -> None:
+    if pool not in allowed:
+        raise UnknownPoolError(f"unknown pool {pool!r}: choose one of {', '.join(allowed)}")
+
+
+def _guard_joins_per_thread() -> None:
+    """Keep Celery's "never call result.get() within a task" guard working in one process.
+
+    A worker sets a process-wide flag that makes ``AsyncResult.get()`` raise. That is right in
+    a prefork child, but with the worker inside the kernel it would also refuse ``.get()`` in
+    the notebook itself. This makes the guard apply only on threads that are running a task,
+    which is what it means in a real worker.
+    """
+    import celery.result
+    from celery._state import get_current_task, task_join_will_block
+
+    if getattr(celery.result.task_join_will_block, "_celerylab", False):
+        return
+
+    def will_block() -> bool:
+        return task_join_will_block() and get_current_task() is not None
+
+    will_block._celerylab = True
+    celery.result.task_join_will_block = will_block
+
+
+def _pool_cls(app: Celery, pool: str):
+    """The pool class for an in-kernel worker, with ``app`` current on its threads.
+
+    Celery's thread pool looks tasks up in the *current* app, which is thread-local: on a
+    fresh pool thread it is the process default, not the lesson's app, and every task fails
+    with NotRegistered (silently: the exception stays inside the pool's future). In a real
+    worker process the app is the default; here several apps may share the kernel.
+    """
+    if pool != "threads":
+        return pool
+    from concurrent.futures import ThreadPoolExecutor
+
+    from celery.concurrency.thread import TaskPool
+
+    class KitThreadPool(TaskPool):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.executor = ThreadPoolExecutor(max_workers=self.limit, initializer=app.set_current,
+                                               thread_name_prefix="celerylab-task")
+
+    return KitThreadPool
+
+
+class _KitWorkController(WorkController):
+    def __init__(self, *args, **kwargs):
+        self.ready = threading.Event()
+        super().__init__(*args, **kwargs)
+
+    def on_consumer_ready(self, consumer):
+        super().on_consumer_ready(consumer)
+        self.ready.set()
+
+
+class InKernelWorker:
+    """Handle for a running in-kernel worker: ``hostname``, ``queues``, ``logfile``, ``stop()``."""
+
+    def __init__(self, app: Celery, pool: str, concurrency: int, queues, hostname: str | None,
+                 loglevel: str, ready_timeout: float, **options):
+        check_pool(pool, IN_KERNEL_POOLS)
+        _guard_joins_per_thread()
+        self.app = app
+        self.pool = pool
+        self.concurrency = concurrency
+        self.queues = list(queues) if queues else None
+        self.hostname = hostname or f"kernel{next(_counter)}@{os.uname().nodename}"
+        self.logname = f"worker-{self.hostname.split('@')[0]}-{os.getpid()}"
+        self.logfile = logs.to_file(self.logname, loglevel)
+        self._controller = _KitWorkController(
+            app=app,
+            hostname=self.hostname,
+            pool_cls=_pool_cls(app, pool),
+            concurrency=concurrency,
+            queues=self.queues,
+            loglevel=loglevel,
+            without_mingle=True,
+            without_gossip=True,
+            without_heartbeat=False,
+            ready_callback=None,
+            **options,
+        )
+        self._thread = threading.Thread(target=self._run, name=f"celerylab-{self.hostname}", daemon=True)
+        self._error: BaseException | None = None
+        self._thread.start()
+        deadline = time.monotonic() + ready_timeout
+        while not self._controller.ready.wait(0.05):
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                reason = f": {self._error}" if self._error else f" within {ready_timeout:.0f} s"
+                raise WorkerStartError(f"worker {self.hostname} did not start{reason} (log: {self.logfile})")
+        self._forget = processes.register(f"in-kernel worker {self.hostname}", self.stop)
+
+    def _run(self) -> None:
+        self.app.set_current()  # the solo pool runs tasks on this thread
+        try:
+            self._controller.start()
+        except BaseException as exc:  # noqa: BLE001 - reported by the starter
+            self._error = exc
+
+    @property
+    def controller(self) -> WorkController:
+        return self._controller
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Warm shutdown: take no new tasks, wait for running ones to finish, then stop."""
+        if self._thread is None:
+            return
+        controller = self._controller
+        pool = getattr(controller, "pool", None)
+        if pool is not None and getattr(pool, "executor", None) is not None:
+            # Stop consuming first, then let the thread pool drain before the worker tears down.
+            consumer = getattr(controller, "consumer", None)
+            if consumer is not None and consumer.task_consumer is not None:
+                try:
+                    consumer.task_consumer.cancel()
+                except Exception:  # the connection may already be gone
+                    pass
+            pool.executor.shutdown(wait=True)
+        controller.stop(in_sighandler=False)
+        self._thread.join(timeout)
+        self._thread = None
+        forget = getattr(self, "_forget", None)
+        if forget:
+            forget()
+        logs.detach(self.logname)
+
+    def __repr__(self) -> str:
+        return f"<worker {self.hostname} pool={self.pool} x{self.concurrency} queues={self.queues or ['celery']}>"
+
+
+@contextmanager
+def run_worker(app: Celery, pool: str = "threads", concurrency: int = 4, queues=None,
+               hostname: str | None = None, loglevel: str = "INFO", ready_timeout: float = 15.0, **options):
+    """Run a real worker for ``app`` in this kernel while the ``with`` block runs.
+
+    ``pool`` is "threads" or "solo" in the kernel (use :func:`celerylab.spawn_worker` for
+    prefork); ``queues`` limits which queues it consumes (like ``celery worker -Q``).
+    """
+    worker = InKernelWorker(app, pool, concurrency, queues, hostname, loglevel, ready_timeout, **options)
+    try:
+        yield worker
+    finally:
+        worker.stop()
