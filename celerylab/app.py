@@ -65,9 +65,10 @@ def create_app(name: str = "celerylab", **conf) -> Celery:
     if env_conf:
         settings.update(json.loads(env_conf))
     settings.update(conf)
-    transport = settings.get("broker_transport_options")
-    if transport is not None and "broker_transport_options" in conf:
-        settings["broker_transport_options"] = {**DEMO_TRANSPORT_OPTIONS, **conf["broker_transport_options"]}
+    if broker.transport.startswith("redis"):
+        # Options given by the caller refine the demo defaults rather than replace them all.
+        settings["broker_transport_options"] = {**DEMO_TRANSPORT_OPTIONS,
+                                                **(settings.get("broker_transport_options") or {})}
     app = Celery(name, set_as_current=True)
     app.conf.update(settings)
     return app

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -144,6 +145,7 @@ def check_reachable(url: str, timeout: float = REACH_TIMEOUT) -> None:
             f"{BROKER_URL_ENV}={url!r}: unsupported scheme {scheme!r}; use redis://host:port/db or amqp://user:pw@host:port/vhost"
         )
     host, port = parts.hostname or "localhost", parts.port or default_ports[scheme]
+    deadline = time.monotonic() + timeout
     try:
         with socket.create_connection((host, port), timeout=timeout):
             pass
@@ -153,10 +155,29 @@ def check_reachable(url: str, timeout: float = REACH_TIMEOUT) -> None:
             f"cannot reach the broker in {BROKER_URL_ENV} ({host}:{port}): {reason}; "
             f"start it, fix the URL, or unset {BROKER_URL_ENV} to use the embedded broker"
         ) from None
-    if scheme.startswith("redis"):
-        import redis
+    # Something answered TCP; make sure it speaks the broker's protocol (a proxy or the wrong
+    # service would otherwise hang Celery later). Bounded by a thread join, whatever the client does.
+    outcome: list[BaseException | None] = []
 
+    def handshake() -> None:
         try:
-            redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping()
-        except redis.RedisError as exc:
-            raise BrokerUnreachableError(f"the broker at {host}:{port} does not answer as Redis: {exc}") from None
+            from kombu import Connection
+
+            with Connection(url, connect_timeout=timeout,
+                            transport_options={"socket_timeout": timeout, "read_timeout": timeout}) as conn:
+                conn.ensure_connection(max_retries=1, timeout=timeout)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - reported below as one line
+            outcome.append(exc)
+
+    thread = threading.Thread(target=handshake, name="celerylab-broker-check", daemon=True)
+    thread.start()
+    thread.join(max(0.5, deadline - time.monotonic()))
+    if not outcome:
+        raise BrokerUnreachableError(
+            f"the broker in {BROKER_URL_ENV} ({host}:{port}) accepted a connection but did not answer as "
+            f"{scheme} within {timeout:.0f} s; check the URL and that the broker is running"
+        )
+    if outcome[0] is not None:
+        reason = str(outcome[0]).splitlines()[0] if str(outcome[0]) else type(outcome[0]).__name__
+        raise BrokerUnreachableError(f"the broker in {BROKER_URL_ENV} ({host}:{port}) refused us: {reason}")

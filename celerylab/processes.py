@@ -66,12 +66,24 @@ def cleanup() -> list[str]:
 atexit.register(cleanup)
 
 
-def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
-    """Send sig to the process group led by pid; silent when it is already gone."""
+def kill_group(pid: int, sig: int = signal.SIGKILL, wait: float = 0.0) -> bool:
+    """Send sig to the process group led by pid; with ``wait``, wait until the group is gone.
+
+    Returns True when the group is gone. Silent when it already was.
+    """
     try:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
-        pass
+        return True
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
 
 
 def child_env(env: dict[str, str] | None = None) -> dict[str, str]:

@@ -103,9 +103,10 @@ class WorkerProcess:
         """SIGKILL to the whole process group: the worker and its pool processes die at once."""
         processes.kill_group(self.proc.pid, signal.SIGKILL)
         try:
-            self.proc.wait(10)
+            self.proc.wait(10)  # reap the leader, so only live pool processes keep the group alive
         except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not wait
             pass
+        processes.kill_group(self.proc.pid, signal.SIGKILL, wait=5)
         self._forget()
         return self.proc.returncode
 

@@ -1,0 +1,62 @@
+"""Shared fixtures: every test gets its own log folder and leaves no kit process behind."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_logs(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELERYLAB_LOG_DIR", str(tmp_path / "logs"))
+    yield
+
+
+@pytest.fixture
+def embedded(monkeypatch):
+    """A fresh embedded broker for this test, stopped afterwards."""
+    import celerylab
+
+    monkeypatch.delenv("CELERYLAB_BROKER_URL", raising=False)
+    broker = celerylab.current_broker()
+    if broker is not None:
+        broker.stop()
+    broker = celerylab.start_broker()
+    yield broker
+    celerylab.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_server_bin():
+    path = shutil.which("redis-server")
+    if path is None:
+        pytest.skip("redis-server is not installed (make test installs it with apt-get where it can)")
+    return path
+
+
+@pytest.fixture
+def redis_server(redis_server_bin, tmp_path):
+    """A real redis-server on a free loopback port, stopped afterwards."""
+    from celerylab.ports import free_port, port_in_use
+
+    port = free_port()
+    proc = subprocess.Popen([redis_server_bin, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    import time
+
+    deadline = time.monotonic() + 10
+    while not port_in_use(port):
+        assert time.monotonic() < deadline, "redis-server did not start"
+        time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
+
+
+def python() -> str:
+    return sys.executable

@@ -1,0 +1,242 @@
+"""run_worker (in the kernel) and spawn_worker (subprocess): real workers that leave nothing behind."""
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from types import SimpleNamespace
+import threading
+import time
+
+import pytest
+
+import celerylab
+from celerylab.errors import UnknownPoolError, WorkerStartError
+
+
+def kit_threads():
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith("celerylab-") and
+                  not t.name.startswith("celerylab-broker"))
+
+
+@pytest.fixture
+def app(embedded):
+    """A fresh app on this test's broker with lesson 00's tasks (same names a subprocess worker has)."""
+    from celerylab.lessons import l00_start
+
+    app = celerylab.create_app("test_worker")
+    for task in (l00_start.add, l00_start.sleep_then_return, l00_start.fail):
+        app.task(name=task.name)(task.run)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def tasks(app):
+    return SimpleNamespace(**{name.split(".")[1]: app.tasks[name] for name in app.tasks if name.startswith("l00.")})
+
+
+def test_run_worker_runs_real_tasks(app, tasks):
+    add = tasks.add; fail = tasks.fail
+
+    with celerylab.run_worker(app) as worker:
+        assert add.delay(2, 3).get(timeout=10) == 5
+        failed = fail.delay("nope")
+        with pytest.raises(ValueError, match="nope"):
+            failed.get(timeout=10)
+        assert worker.hostname.startswith("kernel")
+
+
+def test_leaving_waits_for_running_tasks(app, tasks):
+    sleep_then_return = tasks.sleep_then_return
+
+    with celerylab.run_worker(app):
+        result = sleep_then_return.delay(1.5, "finished")
+        deadline = time.monotonic() + 5
+        while result.state != "STARTED":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        left_at = time.monotonic()
+    assert time.monotonic() - left_at >= 1.0  # it waited for the task
+    assert result.state == "SUCCESS" and result.result == "finished"
+    assert not [t for t in threading.enumerate() if t.name.startswith("celerylab-task")]
+
+
+def test_three_cycles_in_one_kernel_leak_nothing(app, tasks, embedded):
+    add = tasks.add
+
+    def connections_settle_at(limit):
+        gc.collect()  # closed connections are released when their pools are collected
+        deadline = time.monotonic() + 3
+        while embedded._server.client_count > limit and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return embedded._server.client_count
+
+    with celerylab.run_worker(app):
+        assert add.delay(1, 1).get(timeout=10) == 2
+    threads, connections = len(threading.enumerate()), connections_settle_at(0)
+    for i in range(3):
+        with celerylab.run_worker(app):
+            assert add.delay(i, i).get(timeout=10) == 2 * i
+    assert len(threading.enumerate()) == threads
+    assert connections_settle_at(connections) <= connections
+    assert kit_threads() == []
+
+
+def test_worker_logs_go_to_a_file_not_the_output(app, tasks, capfd):
+    add = tasks.add
+
+    with celerylab.run_worker(app) as worker:
+        add.delay(1, 2).get(timeout=10)
+    out, err = capfd.readouterr()
+    assert "succeeded" not in out + err and "Connected to" not in out + err
+    assert "l00.add" in worker.logfile.read_text()
+
+
+def test_get_inside_a_task_is_still_refused(app):
+    # The kit keeps Celery's deadlock guard per thread: .get() in the notebook works, in a task it raises.
+    @app.task(name="l00.test_nested_get")
+    def nested():
+        return app.tasks["l00.add"].delay(1, 1).get(timeout=5)
+
+    with celerylab.run_worker(app):
+        with pytest.raises(RuntimeError, match="Never call result.get"):
+            nested.delay().get(timeout=10)
+
+
+def test_unknown_pool_is_one_clear_error(app):
+    with pytest.raises(UnknownPoolError, match="unknown pool 'turbo'"):
+        with celerylab.run_worker(app, pool="turbo"):
+            pass
+    with pytest.raises(UnknownPoolError, match="threads, solo"):
+        with celerylab.run_worker(app, pool="prefork"):  # prefork needs its own process
+            pass
+    with pytest.raises(UnknownPoolError):
+        celerylab.spawn_worker("celerylab.lessons.l00_start", pool="turbo")
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+@pytest.mark.slow
+def test_spawned_prefork_worker_runs_tasks_and_kill_takes_the_group(app, tasks):
+    add = tasks.add
+
+    worker = celerylab.spawn_worker("celerylab.lessons.l00_start", pool="prefork", concurrency=2).wait_ready()
+    try:
+        assert add.delay(20, 22).get(timeout=15) == 42
+        children = worker.children()
+        assert len(children) == 2
+    finally:
+        worker.kill()
+    assert not group_alive(worker.pid)
+    for pid in children:
+        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    assert celerylab.where()["running"] == [f"embedded broker {celerylab.current_broker().url}"]
+
+
+@pytest.mark.slow
+def test_terminate_is_a_warm_shutdown(app, tasks):
+    sleep_then_return = tasks.sleep_then_return
+
+    worker = celerylab.spawn_worker("celerylab.lessons.l00_start", pool="threads", concurrency=1).wait_ready()
+    result = sleep_then_return.delay(1.5, "warm")
+    deadline = time.monotonic() + 10
+    while result.state != "STARTED":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    worker.terminate()
+    assert result.get(timeout=5) == "warm"  # SIGTERM let the running task finish
+    assert not group_alive(worker.pid)
+
+
+def test_a_worker_that_cannot_start_says_why(app):
+    worker = celerylab.spawn_worker("celerylab.lessons.no_such_module", pool="solo")
+    with pytest.raises(WorkerStartError, match="exited with status"):
+        worker.wait_ready(timeout=20)
+
+
+@pytest.mark.slow
+def test_no_orphans_when_the_kernel_is_killed(tmp_path):
+    """SIGKILL the 'kernel' (atexit never runs): its worker and broker subprocess die on their own."""
+    script = tmp_path / "kernel.py"
+    script.write_text(textwrap.dedent("""
+        import subprocess, sys, time
+        import celerylab
+        w = celerylab.spawn_worker("celerylab.lessons.l00_start", pool="prefork", concurrency=2).wait_ready()
+        b = subprocess.Popen([sys.executable, "-m", "celerylab", "broker", "--port", "0"],
+                             env=celerylab.processes.child_env(), start_new_session=True,
+                             stdout=subprocess.DEVNULL)
+        print(w.pid, b.pid, *w.children(), flush=True)
+        time.sleep(60)
+    """))
+    env = {k: v for k, v in os.environ.items() if k != "CELERYLAB_BROKER_URL"}
+    kernel = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
+    pids = [int(p) for p in kernel.stdout.readline().split()]
+    assert len(pids) == 4
+    kernel.send_signal(signal.SIGKILL)
+    kernel.wait()
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{p}") and open(f"/proc/{p}/stat").read().split(") ")[1][0] != "Z"
+              for p in pids):
+        assert time.monotonic() < deadline, "orphans survived the kernel"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_no_orphans_after_a_normal_exit(tmp_path):
+    script = tmp_path / "kernel.py"
+    script.write_text(textwrap.dedent("""
+        import celerylab
+        from celerylab.lessons.l00_start import app, add
+        w = celerylab.spawn_worker("celerylab.lessons.l00_start", pool="prefork", concurrency=2).wait_ready()
+        with celerylab.run_worker(app):
+            assert add.delay(1, 2).get(timeout=10) == 3
+        print(w.pid, *w.children(), celerylab.current_broker().port, flush=True)
+        # exit without cleanup(): atexit must do it
+    """))
+    env = {k: v for k, v in os.environ.items() if k != "CELERYLAB_BROKER_URL"}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    *pids, port = [int(p) for p in out.stdout.split()]
+    from celerylab.ports import port_in_use
+
+    assert not port_in_use(port)
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(") ")[1][0] == "Z"
+
+
+@pytest.mark.slow
+def test_kill_9_mid_batch_with_late_acks_loses_nothing(app, tasks):
+    """acks_late + task_reject_on_worker_lost: SIGKILL the whole worker mid-batch, N sent -> N results."""
+    sleep_then_return = tasks.sleep_then_return
+
+    conf = dict(task_acks_late=True, task_reject_on_worker_lost=True,
+                broker_transport_options={"visibility_timeout": 3})
+    # The client's app must use the same short visibility timeout when it restores messages.
+    n = 12
+    first = celerylab.spawn_worker("celerylab.lessons.l00_start", pool="prefork", concurrency=2,
+                                   prefetch_multiplier=1, **conf).wait_ready()
+    results = [sleep_then_return.delay(0.3, i) for i in range(n)]
+    deadline = time.monotonic() + 10
+    while sum(r.state == "SUCCESS" for r in results) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    first.kill()  # SIGKILL to the group: no chance to ack, reject or requeue anything
+    done_before = sum(r.state == "SUCCESS" for r in results)
+    assert done_before < n, "the batch finished before the kill; make the tasks longer"
+    second = celerylab.spawn_worker("celerylab.lessons.l00_start", pool="prefork", concurrency=2,
+                                    prefetch_multiplier=1, **conf).wait_ready()
+    try:
+        values = [r.get(timeout=30) for r in results]
+    finally:
+        second.terminate()
+    assert sorted(values) == list(range(n))
