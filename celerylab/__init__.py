@@ -18,14 +18,15 @@ from .errors import (BrokerUnreachableError, CeleryLabError, LupaMissingError, P
                      UnknownPoolError, WorkerStartError, install_notebook_handler)
 from .processes import cleanup
 from .spawn import spawn_worker
-from .worker import run_worker
+from .worker import run_worker, start_worker
+from .environment import check_environment
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Broker", "BrokerUnreachableError", "CeleryLabError", "LupaMissingError", "PortInUseError",
     "UnknownPoolError", "WorkerStartError", "cleanup", "create_app", "current_broker",
-    "run_worker", "spawn_worker", "start_broker", "where",
+    "check_environment", "run_worker", "spawn_worker", "start_broker", "start_worker", "where",
 ]
 
 install_notebook_handler()

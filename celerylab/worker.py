@@ -10,7 +10,6 @@ Shaped like ``celery.contrib.testing.worker.start_worker`` but made for lessons:
 """
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 import time
@@ -24,7 +23,6 @@ from .errors import UnknownPoolError, WorkerStartError
 
 IN_KERNEL_POOLS = ("threads", "solo")
 ALL_POOLS = ("prefork", "threads", "solo", "eventlet", "gevent")
-_counter = itertools.count(1)
 
 
 def check_pool(pool: str, allowed=ALL_POOLS) -> None:
@@ -86,6 +84,19 @@ class _KitWorkController(WorkController):
         self.ready.set()
 
 
+_running_hostnames: set[str] = set()
+
+
+def _default_hostname(app: Celery) -> str:
+    """``<app>@kernel``, or ``<app>-2@kernel``... while others run: stable across kernel restarts."""
+    n = 1
+    while True:
+        name = f"{app.main}@kernel" if n == 1 else f"{app.main}-{n}@kernel"
+        if name not in _running_hostnames:
+            return name
+        n += 1
+
+
 class InKernelWorker:
     """Handle for a running in-kernel worker: ``hostname``, ``queues``, ``logfile``, ``stop()``."""
 
@@ -97,8 +108,9 @@ class InKernelWorker:
         self.pool = pool
         self.concurrency = concurrency
         self.queues = list(queues) if queues else None
-        self.hostname = hostname or f"kernel{next(_counter)}@{os.uname().nodename}"
-        self.logname = f"worker-{self.hostname.split('@')[0]}-{os.getpid()}"
+        self.hostname = hostname or _default_hostname(app)
+        _running_hostnames.add(self.hostname)
+        self.logname = f"worker-{self.hostname.split('@')[0]}"
         self.logfile = logs.to_file(self.logname, loglevel)
         self._controller = _KitWorkController(
             app=app,
@@ -157,9 +169,30 @@ class InKernelWorker:
         if forget:
             forget()
         logs.detach(self.logname)
+        _running_hostnames.discard(self.hostname)
 
     def __repr__(self) -> str:
         return f"<worker {self.hostname} pool={self.pool} x{self.concurrency} queues={self.queues or ['celery']}>"
+
+
+_notebook_workers: dict[str, InKernelWorker] = {}
+
+
+def start_worker(app: Celery, pool: str = "threads", concurrency: int = 4, queues=None,
+                 hostname: str | None = None, loglevel: str = "INFO", ready_timeout: float = 15.0,
+                 **options) -> InKernelWorker:
+    """Start an in-kernel worker that runs until ``.stop()`` (or kernel exit): for notebook cells.
+
+    Re-running the cell replaces the worker it started before (same app and hostname), so a
+    lesson never ends up with two workers by accident.
+    """
+    key = f"{app.main}/{hostname or ''}"
+    previous = _notebook_workers.pop(key, None)
+    if previous is not None:
+        previous.stop()
+    worker = InKernelWorker(app, pool, concurrency, queues, hostname, loglevel, ready_timeout, **options)
+    _notebook_workers[key] = worker
+    return worker
 
 
 @contextmanager
