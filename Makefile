@@ -6,6 +6,8 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 KERNEL := celerylab
 LAB_PORT ?= 8888
+# JupyterLab refuses to run as root without this (containers, CI); harmless otherwise.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 PYTEST := $(PY) -m pytest
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg
 
@@ -35,7 +37,7 @@ sysdeps:
 ## Start JupyterLab on 127.0.0.1, opened at the first lesson (works headless: open the printed URL).
 lab: install
 	@echo "==> JupyterLab: open the URL printed below (Ctrl-C to stop)"
-	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --no-browser \
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --no-browser $(ALLOW_ROOT) \
 		--ServerApp.root_dir=$(CURDIR) \
 		--LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb \
 		--LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate
