@@ -40,7 +40,7 @@ def default_conf(broker) -> dict:
         # Events feed the live widgets, Flower and the Prometheus exporter.
         worker_send_task_events=True,
         task_send_sent_event=True,
-        task_track_started=True,
+        # task_track_started stays at Celery's default (False): lesson 01 shows what it changes.
         enable_utc=True,
         timezone="UTC",
         broker_connection_retry_on_startup=True,

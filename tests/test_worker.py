@@ -27,7 +27,7 @@ def app(embedded):
     """A fresh app on this test's broker with lesson 00's tasks (same names a subprocess worker has)."""
     from celerylab.lessons import l00_start
 
-    app = celerylab.create_app("test_worker")
+    app = celerylab.create_app("test_worker", task_track_started=True)
     for task in (l00_start.add, l00_start.sleep_then_return, l00_start.fail):
         app.task(name=task.name)(task.run)
     yield app
@@ -40,7 +40,7 @@ def tasks(app):
 
 
 def test_run_worker_runs_real_tasks(app, tasks):
-    add = tasks.add; fail = tasks.fail
+    add, fail = tasks.add, tasks.fail
 
     with celerylab.run_worker(app) as worker:
         assert add.delay(2, 3).get(timeout=10) == 5
@@ -147,7 +147,8 @@ def test_spawned_prefork_worker_runs_tasks_and_kill_takes_the_group(app, tasks):
 def test_terminate_is_a_warm_shutdown(app, tasks):
     sleep_then_return = tasks.sleep_then_return
 
-    worker = celerylab.spawn_worker("celerylab.lessons.l00_start", pool="threads", concurrency=1).wait_ready()
+    worker = celerylab.spawn_worker("celerylab.lessons.l00_start", pool="threads", concurrency=1,
+                                    task_track_started=True).wait_ready()
     result = sleep_then_return.delay(1.5, "warm")
     deadline = time.monotonic() + 10
     while result.state != "STARTED":
