@@ -20,6 +20,9 @@ from .processes import cleanup
 from .spawn import spawn_worker
 from .worker import run_worker, start_worker
 from .environment import check_environment
+from .events import FlowState, Record, Summary, Watcher  # noqa: E402,F401
+from .widgets import (show_flow, show_queue_depth, show_timeline, stop_watching,  # noqa: E402,F401
+                      strip_widget_state, watch)
 
 __version__ = "0.1.0"
 

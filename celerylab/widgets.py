@@ -1,0 +1,542 @@
+"""Live task-flow widgets, fed by real Celery events (see :mod:`celerylab.events`).
+
+One call each in a notebook::
+
+    celerylab.show_flow(app)          # client -> queues (and priority bands) -> workers -> results
+    celerylab.show_timeline(app)      # Gantt chart per worker slot, retries/failures/revokes marked
+    celerylab.show_queue_depth(app)   # queue depth over time (Redis: every band list + unacked)
+
+    with celerylab.watch(app) as w:   # all three, live; on exit the final state as a static figure
+        ...
+
+The live views are ipywidgets (an HTML widget and plotly ``FigureWidget``\\ s). They redraw at
+most 10 times a second whatever the event rate. When a ``watch`` block ends, the final state
+is also displayed as an ordinary output (plotly JSON for JupyterLab, HTML for nbconvert and
+GitHub's viewer, one line of text), made of counts only, so it is identical on every run and
+nbval can compare it. Widget views themselves are not stored in a useful way: strip their
+state from saved notebooks with :func:`strip_widget_state`.
+"""
+from __future__ import annotations
+
+import html
+import json
+import time
+from pathlib import Path
+from typing import Iterable
+
+from celery import Celery
+
+from .events import FINAL_STATES, STATES, Summary, Watcher, active_watcher, short_host
+
+#: One colour per task state, used by every view (readable on light and dark themes).
+COLORS = {
+    "sent": "#8c8c8c",
+    "received": "#4e79a7",
+    "started": "#f28e2b",
+    "running": "#f28e2b",
+    "retried": "#b07aa1",
+    "succeeded": "#59a14f",
+    "failed": "#e15759",
+    "revoked": "#555555",
+    "rejected": "#9c755f",
+}
+LIVE_TEXT = "celerylab live view (widgets: shown while the kernel runs)"
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def _widget_bundle(widget, text: str = LIVE_TEXT) -> dict:
+    """A display bundle for a widget whose text/plain is fixed (nbval compares text/plain)."""
+    return {"text/plain": text, WIDGET_MIME: {"version_major": 2, "version_minor": 0, "model_id": widget.model_id}}
+
+
+# ---------------------------------------------------------------------------------------
+# Flow: client -> queues -> workers -> result backend
+# ---------------------------------------------------------------------------------------
+_BOX = ("border:1px solid #bbb;border-radius:6px;padding:6px 8px;margin:4px 0;background:#fafafa;"
+        "color:#222;min-width:150px")
+_COL = "display:flex;flex-direction:column;justify-content:flex-start;flex:1 1 0;min-width:160px"
+_ARROW = "align-self:center;font-size:22px;color:#888;padding:0 6px"
+
+
+def _pill(label: str, n: int, color: str) -> str:
+    return (f'<span class="celerylab-pill" style="display:inline-block;margin:1px 2px;padding:0 6px;'
+            f'border-radius:9px;background:{color};color:#fff;font-size:12px;white-space:nowrap">'
+            f"{html.escape(label)}: {n}</span>")
+
+
+def _pills(counts: dict, order: Iterable[str]) -> str:
+    return "".join(_pill(s, counts[s], COLORS.get(s, "#777")) for s in order if counts.get(s))
+
+
+def flow_html(summary: Summary, depths: dict | None = None, live: bool = True, title: str = "") -> str:
+    """The flow diagram as HTML. ``depths`` (live only): {(queue, band): n, "unacked": n}.
+
+    With ``live=False`` it holds counts only (no depths, heartbeats or times): deterministic.
+    """
+    s = summary
+    sent = sum(sum(b.values()) for b in s.bands.values())
+    head = html.escape(title or "Task flow")
+    out = [f'<div class="celerylab-flow" style="font-family:sans-serif;font-size:13px;color:#222;'
+           f'background:#fff;padding:6px;border:1px solid #ddd;border-radius:8px">',
+           f'<div style="font-weight:bold;margin-bottom:4px">{head}: {s.tasks} tasks, '
+           f'in flight: {s.in_flight}</div>',
+           '<div style="display:flex;flex-direction:row;align-items:stretch">']
+
+    # client
+    out.append(f'<div style="{_COL}"><div style="font-weight:bold">Client</div>'
+               f'<div style="{_BOX}">{_pill("sent", sent, COLORS["sent"])}'
+               f'<div style="font-size:11px;color:#555">task-sent events</div></div></div>')
+    out.append(f'<div style="{_ARROW}">&#10132;</div>')
+
+    # queues and their priority bands
+    queues = set(s.queues) | set(s.bands)
+    if depths:  # a queue with messages waiting shows even before any task-sent event was seen
+        queues |= {k[0] for k, v in depths.items() if k != "unacked" and v}
+    queues = sorted(queues)
+    out.append(f'<div style="{_COL}"><div style="font-weight:bold">Broker queues</div>')
+    if not queues:
+        out.append(f'<div style="{_BOX};color:#777">no tasks yet</div>')
+    for q in queues:
+        bands = s.bands.get(q, {})
+        waiting = None
+        band_rows = []
+        queue_depths = {k[1]: v for k, v in (depths or {}).items() if k != "unacked" and k[0] == q}
+        band_list = sorted(set(bands) | {b for b, v in queue_depths.items() if v})
+        if depths:
+            waiting = sum(queue_depths.values())
+        for b in band_list:
+            row = f'band {b}{" (highest)" if b == 0 else ""}: sent {bands.get(b, 0)}'
+            if depths:
+                row += f", waiting {queue_depths.get(b, 0)}"
+            band_rows.append(f"<div>{html.escape(row)}</div>")
+        wait_txt = f'<div>waiting now: <b>{waiting}</b></div>' if waiting is not None else ""
+        out.append(f'<div style="{_BOX}"><div><b>{html.escape(q)}</b></div>{wait_txt}'
+                   f'<div style="font-size:11px;color:#555">{"".join(band_rows)}</div>'
+                   f'<div>{_pills(s.queues.get(q, {}), STATES)}</div></div>')
+    if depths and "unacked" in depths:
+        out.append(f'<div style="font-size:11px;color:#555">unacked (prefetched or running): '
+                   f'{depths["unacked"]}</div>')
+    out.append("</div>")
+    out.append(f'<div style="{_ARROW}">&#10132;</div>')
+
+    # workers
+    out.append(f'<div style="{_COL}"><div style="font-weight:bold">Workers</div>')
+    if not s.workers:
+        out.append(f'<div style="{_BOX};color:#777">no worker seen yet</div>')
+    for host in sorted(s.workers):
+        w = s.workers[host]
+        status = ""
+        if live:
+            dot = {True: ("#59a14f", "online"), False: ("#e15759", "offline"), None: ("#aaa", "?")}[w.online]
+            status = (f' <span style="color:{dot[0]}">&#9679;</span> <span style="font-size:11px">{dot[1]}'
+                      f", running {w.active}</span>")
+        label = host if live else w.name
+        out.append(f'<div style="{_BOX}"><div><b>{html.escape(label)}</b>{status}</div>'
+                   f'<div>{_pills(w.events, STATES[1:])}</div></div>')
+    out.append("</div>")
+    out.append(f'<div style="{_ARROW}">&#10132;</div>')
+
+    # result backend: final states
+    finals = {k: s.states[k] for k in FINAL_STATES}
+    busy = {k: s.states[k] for k in ("sent", "received", "started", "retried")}
+    out.append(f'<div style="{_COL}"><div style="font-weight:bold">Result backend</div>'
+               f'<div style="{_BOX}">{_pills(finals, FINAL_STATES) or "no results yet"}'
+               f'<div style="font-size:11px;color:#555;margin-top:3px">not finished: '
+               f'{_pills(busy, busy) or "none"}</div></div></div>')
+    out.append("</div>")
+    if s.errors and live:
+        out.append(f'<div style="color:#b00;font-size:12px">event receiver: {html.escape(s.errors[-1])}</div>')
+    out.append("</div>")
+    return "".join(out)
+
+
+class FlowView:
+    """The flow diagram as a live ``ipywidgets.HTML``."""
+
+    def __init__(self, watcher: Watcher):
+        import ipywidgets as widgets
+
+        self.watcher = watcher
+        self.widget = widgets.HTML(value=self.render())
+        self._last = self.widget.value
+        self.unsubscribe = watcher.subscribe(self.refresh)
+
+    def render(self) -> str:
+        sampler = self.watcher.sampler
+        depths = sampler.latest() if sampler is not None else None
+        return flow_html(self.watcher.summary(), depths, live=True, title=f"Task flow of {self.watcher.app.main!r}")
+
+    def refresh(self) -> None:
+        value = self.render()
+        if value != self._last:
+            self._last = value
+            self.widget.value = value
+
+    def _repr_mimebundle_(self, **kwargs):
+        return _widget_bundle(self.widget)
+
+
+# ---------------------------------------------------------------------------------------
+# Timeline: a Gantt chart per worker slot
+# ---------------------------------------------------------------------------------------
+_OUTCOMES = ("running", "succeeded", "retried", "failed", "revoked", "rejected")
+_MARKS = {"retried": ("diamond", "retry"), "failed": ("x", "failure"), "revoked": ("square-x", "revoke"),
+          "rejected": ("circle-x", "reject")}
+
+
+def _lane(hostname: str, slot: int) -> str:
+    return f"{short_host(hostname)} #{slot + 1}"
+
+
+class TimelineView:
+    """Gantt chart: one row per worker slot (thread or process), one bar per task run."""
+
+    def __init__(self, watcher: Watcher, max_bars: int = 600):
+        import plotly.graph_objects as go
+
+        self.watcher = watcher
+        self.max_bars = max_bars
+        fig = go.FigureWidget()
+        for outcome in _OUTCOMES:
+            fig.add_bar(orientation="h", name=outcome, marker_color=COLORS[outcome], marker_line_width=0,
+                        x=[], base=[], y=[], hovertemplate="%{hovertext}<extra></extra>", hovertext=[])
+        for kind, (symbol, name) in _MARKS.items():
+            fig.add_scatter(mode="markers", name=name, x=[], y=[], marker=dict(symbol=symbol, size=10,
+                            color=COLORS[kind], line=dict(width=1, color="#222")),
+                            hovertemplate="%{hovertext}<extra></extra>", hovertext=[])
+        fig.update_layout(title="Task timeline per worker slot", barmode="overlay", height=220,
+                          margin=dict(l=90, r=20, t=60, b=40), legend=dict(orientation="h", y=1.12),
+                          xaxis=dict(title="seconds since watching started", rangemode="tozero"),
+                          yaxis=dict(type="category", autorange="reversed"))
+        self.widget = fig
+        self._last = None
+        self.unsubscribe = watcher.subscribe(self.refresh)
+
+    def data(self):
+        """Per outcome: (durations, starts, lanes, texts); per mark kind: (times, lanes, texts); lanes."""
+        runs, marks = self.watcher.state.gantt(self.max_bars)
+        t0 = self.watcher.t0 or 0.0
+        now = time.time() - t0
+        ends = [(r.end - t0) if r.end is not None else now for r in runs]
+        span = max([now] + ends) - min([r.start - t0 for r in runs] or [0.0])
+        min_width = max(span, 1.0) / 400  # a 5 ms task stays visible on a 60 s axis
+        bars = {o: ([], [], [], []) for o in _OUTCOMES}
+        lanes = set()
+        for r, end in zip(runs, ends):
+            start = r.start - t0
+            lane = _lane(r.hostname, r.slot)
+            lanes.add((short_host(r.hostname), r.slot))
+            dx, base, y, text = bars.get(r.outcome, bars["running"])
+            dx.append(round(max(end - start, min_width), 4))
+            base.append(round(start, 4))
+            y.append(lane)
+            text.append(f"{r.name} {r.uuid[:8]}<br>{r.outcome}, {end - start:.3f} s"
+                        + (f", retry {r.retries}" if r.retries else "")
+                        + (f"<br>{html.escape(r.exception)}" if r.exception else ""))
+        points = {k: ([], [], []) for k in _MARKS}
+        for m in marks:
+            if m.kind not in points:
+                continue
+            xs, ys, texts = points[m.kind]
+            xs.append(round(m.time - t0, 4))
+            ys.append(_lane(m.hostname, m.slot))
+            lanes.add((short_host(m.hostname), m.slot))
+            texts.append(f"{m.name} {m.uuid[:8]}: {m.kind}")
+        order = [_lane(h, s) for h, s in sorted(lanes)]
+        return bars, points, order
+
+    def refresh(self) -> None:
+        bars, points, order = self.data()
+        key = (json.dumps(bars), json.dumps(points))
+        if key == self._last:
+            return
+        self._last = key
+        fig = self.widget
+        with fig.batch_update():
+            for trace, outcome in zip(fig.data[: len(_OUTCOMES)], _OUTCOMES):
+                dx, base, y, text = bars[outcome]
+                trace.x, trace.base, trace.y, trace.hovertext = dx, base, y, text
+            for trace, kind in zip(fig.data[len(_OUTCOMES):], _MARKS):
+                xs, ys, texts = points[kind]
+                trace.x, trace.y, trace.hovertext = xs, ys, texts
+            fig.layout.yaxis.categoryarray = order
+            fig.layout.yaxis.categoryorder = "array"
+            fig.layout.height = min(160 + 26 * max(len(order), 1), 640)
+
+    def _repr_mimebundle_(self, **kwargs):
+        return _widget_bundle(self.widget)
+
+
+# ---------------------------------------------------------------------------------------
+# Queue depth over time
+# ---------------------------------------------------------------------------------------
+class QueueDepthView:
+    """Queue depth over time: each queue (sum of its band lists), each band used, and unacked."""
+
+    def __init__(self, watcher: Watcher, window: int = 600):
+        import plotly.graph_objects as go
+
+        self.watcher = watcher
+        self.window = window
+        fig = go.FigureWidget()
+        note = "" if watcher.sampler is not None else " (not sampled: Redis brokers only)"
+        fig.update_layout(title="Queue depth (LLEN of the queue + its priority-band lists)" + note,
+                          height=300, margin=dict(l=60, r=20, t=60, b=40), legend=dict(orientation="h", y=1.12),
+                          xaxis=dict(title="seconds since watching started", rangemode="tozero"),
+                          yaxis=dict(title="messages", rangemode="tozero"))
+        self.widget = fig
+        self._traces: dict = {}
+        self._count = -1
+        self.unsubscribe = watcher.subscribe(self.refresh)
+
+    def series(self) -> dict:
+        """{line name: (times, values)} for the sampled window."""
+        sampler = self.watcher.sampler
+        if sampler is None:
+            return {}
+        samples = list(sampler.samples[-self.window:])
+        used = set()
+        for _, depths in samples:
+            used.update(k for k, v in depths.items() if v and k != "unacked")
+        queues = sorted({q for q, _ in used} | {self.watcher.app.conf.task_default_queue or "celery"})
+        xs = [round(t, 3) for t, _ in samples]
+        out = {}
+        for q in queues:
+            out[q] = (xs, [sum(v for k, v in d.items() if k != "unacked" and k[0] == q) for _, d in samples])
+            bands = sorted(b for qq, b in used if qq == q)
+            if bands and bands != [0]:
+                for b in bands:
+                    out[f"{q} · band {b}"] = (xs, [d.get((q, b), 0) for _, d in samples])
+        out["unacked (prefetched or running)"] = (xs, [d.get("unacked", 0) for _, d in samples])
+        return out
+
+    def refresh(self) -> None:
+        sampler = self.watcher.sampler
+        count = len(sampler.samples) if sampler is not None else 0
+        if count == self._count:
+            return
+        self._count = count
+        series = self.series()
+        fig = self.widget
+        with fig.batch_update():
+            for name, (xs, ys) in series.items():
+                trace = self._traces.get(name)
+                if trace is None:
+                    dash = "dot" if name.startswith("unacked") else ("dash" if "band" in name else "solid")
+                    fig.add_scatter(mode="lines", name=name, line=dict(dash=dash, shape="hv"), x=xs, y=ys)
+                    trace = self._traces[name] = fig.data[-1]
+                else:
+                    trace.x, trace.y = xs, ys
+
+    def _repr_mimebundle_(self, **kwargs):
+        return _widget_bundle(self.widget)
+
+
+# ---------------------------------------------------------------------------------------
+# The final state, as a static, deterministic output
+# ---------------------------------------------------------------------------------------
+def final_figure(summary: Summary, title: str = "Final state"):
+    """A plotly Sankey of where the tasks went: client -> queue/band -> worker -> state.
+
+    Counts only (no times, ids or machine names), so the same run gives the same figure.
+    """
+    import plotly.graph_objects as go
+
+    s = summary
+    labels, colors, index = [], [], {}
+
+    def node(key, label, color):
+        if key not in index:
+            index[key] = len(labels)
+            labels.append(label)
+            colors.append(color)
+        return index[key]
+
+    links: dict = {}
+
+    def link(a, b, n, color):
+        if n:
+            links[(a, b)] = (links.get((a, b), (0, color))[0] + n, color)
+
+    flows = sorted(s.flows.items(), key=lambda kv: tuple(str(x) for x in kv[0]))
+    per_band = {}
+    per_worker = {}
+    per_state = {}
+    for (q, band, host, state), n in flows:
+        per_band[(q, band)] = per_band.get((q, band), 0) + n
+        if host:
+            per_worker[short_host(host)] = per_worker.get(short_host(host), 0) + n
+        per_state[state] = per_state.get(state, 0) + n
+    multi_band = {q for q, b in per_band if b} | {q for q in s.bands if len(s.bands[q]) > 1}
+    client = node("client", f"client: {s.tasks}", COLORS["sent"])
+    for (q, band, host, state), n in flows:
+        qlabel = f"{q} (band {band})" if q in multi_band else q
+        qn = node(("q", q, band), f"{qlabel}: {per_band[(q, band)]}", "#4e79a7")
+        sn = node(("s", state), f"{state}: {per_state[state]}", COLORS.get(state, "#777"))
+        link(client, qn, n, "rgba(140,140,140,0.35)")
+        if host:
+            name = short_host(host)
+            wn = node(("w", name), f"{name}: {per_worker[name]}", "#f28e2b")
+            link(qn, wn, n, "rgba(78,121,167,0.35)")
+            link(wn, sn, n, _rgba(COLORS.get(state, "#777"), 0.45))
+        else:
+            link(qn, sn, n, _rgba(COLORS.get(state, "#777"), 0.45))
+    states = ", ".join(f"{k}: {v}" for k, v in s.states.items() if v) or "no tasks"
+    fig = go.Figure()
+    if links:
+        pairs = list(links.items())
+        fig.add_trace(go.Sankey(
+            arrangement="snap", valueformat="d",
+            node=dict(label=labels, color=colors, pad=18, thickness=16, line=dict(width=0)),
+            link=dict(source=[a for (a, _), _ in pairs], target=[b for (_, b), _ in pairs],
+                      value=[v for _, (v, _) in pairs], color=[c for _, (_, c) in pairs])))
+    else:
+        fig.add_annotation(text="no task events were seen", showarrow=False, x=0.5, y=0.5,
+                           xref="paper", yref="paper")
+        fig.update_xaxes(visible=False)
+        fig.update_yaxes(visible=False)
+    fig.update_layout(title=f"{title}: {s.tasks} tasks ({states})", height=360,
+                      margin=dict(l=20, r=20, t=50, b=20), font=dict(size=12))
+    return fig
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    h = hex_color.lstrip("#")
+    r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def final_bundle(summary: Summary, name: str = "") -> dict:
+    """The display bundle of the final state: plotly JSON (JupyterLab), HTML (nbconvert, GitHub),
+    one text line (nbval and plain terminals). Deterministic for a given set of counts."""
+    import plotly.io as pio
+
+    title = f"Final state of {name!r}" if name else "Final state"
+    fig = final_figure(summary, title)
+    bundle = dict(pio.renderers["plotly_mimetype"].to_mimebundle(fig.to_dict()))  # pinned renderer
+    bundle["text/html"] = flow_html(summary, live=False, title=title)
+    bundle["text/plain"] = f"{title}: {summary.line()}"
+    return bundle
+
+
+# ---------------------------------------------------------------------------------------
+# Notebook API
+# ---------------------------------------------------------------------------------------
+class LiveWatch(Watcher):
+    """A :class:`Watcher` with the three live views; as a context manager it displays them on
+    entry and the final state on exit."""
+
+    def __init__(self, app: Celery, show: bool = True, final: bool = True, **kwargs):
+        super().__init__(app, **kwargs)
+        self.show = show
+        self.final = final
+        self.flow: FlowView | None = None
+        self.timeline_view: TimelineView | None = None
+        self.queue_depth: QueueDepthView | None = None
+        self.view = None
+
+    def start(self, timeout: float = 10.0) -> "LiveWatch":
+        if self.running:
+            return self
+        super().start(timeout)
+        if self.flow is None:
+            import ipywidgets as widgets
+
+            self.flow = FlowView(self)
+            self.timeline_view = TimelineView(self)
+            self.queue_depth = QueueDepthView(self)
+            self.view = widgets.VBox([self.flow.widget, self.timeline_view.widget, self.queue_depth.widget])
+        if self.show:
+            _display(_widget_bundle(self.view))
+        return self
+
+    def stop(self, settle: float = 1.0, show_final: bool = False) -> None:
+        was_running = self._thread is not None
+        super().stop(settle=settle)
+        if show_final and was_running:
+            self.show_final()
+
+    def show_final(self) -> None:
+        """Display the final state (static figure, HTML and text line) in the current cell."""
+        _display(final_bundle(self.summary(), self.app.main))
+
+    def __enter__(self) -> "LiveWatch":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop(show_final=self.final)
+
+    def _repr_mimebundle_(self, **kwargs):
+        return {"text/plain": f"<celerylab watch of app {self.app.main!r}>"}
+
+
+def _display(bundle: dict) -> None:
+    from IPython.display import display
+
+    display(bundle, raw=True)
+
+
+def watch(app: Celery, show: bool = True, final: bool = True, queues: Iterable[str] = (), **kwargs) -> LiveWatch:
+    """Watch ``app``'s tasks live: flow, timeline and queue depth, redrawn <= 10 times a second.
+
+    Use it as ``with celerylab.watch(app) as w: ...`` (the final state is displayed when the
+    block ends) or as ``w = celerylab.watch(app)`` and later ``w.stop(show_final=True)``.
+    Calling it again (re-running the cell) replaces the previous watcher on that broker.
+    ``queues``: extra queue names whose depth to sample.
+    """
+    return LiveWatch(app, show=show, final=final, queues=queues, **kwargs).start()
+
+
+def _watcher_for(app: Celery) -> Watcher:
+    w = active_watcher(app)
+    if w is None:
+        w = LiveWatch(app, show=False, final=False).start()
+    return w
+
+
+def _show(view) -> None:
+    _display(_widget_bundle(view.widget))
+
+
+def show_flow(app: Celery) -> None:
+    """Display the live flow diagram of ``app``'s tasks (starts watching if nothing watches yet)."""
+    w = _watcher_for(app)
+    _show(w.flow if isinstance(w, LiveWatch) and w.flow else FlowView(w))
+
+
+def show_timeline(app: Celery) -> None:
+    """Display the live Gantt chart of ``app``'s tasks per worker slot."""
+    w = _watcher_for(app)
+    _show(w.timeline_view if isinstance(w, LiveWatch) and w.timeline_view else TimelineView(w))
+
+
+def show_queue_depth(app: Celery) -> None:
+    """Display ``app``'s queue depth over time (Redis: queue + band lists, and unacked)."""
+    w = _watcher_for(app)
+    _show(w.queue_depth if isinstance(w, LiveWatch) and w.queue_depth else QueueDepthView(w))
+
+
+def stop_watching(app: Celery | None = None) -> None:
+    """Stop the watcher of ``app``'s broker (or every watcher) in this kernel."""
+    from . import events
+
+    with events._registry_lock:
+        watchers = list(events._active.values())
+    for w in watchers:
+        if app is None or w.key == str(app.conf.broker_url):
+            w.stop(settle=0)
+
+
+def strip_widget_state(path: str | Path) -> bool:
+    """Remove ``metadata.widgets`` (saved widget state, MBs with FigureWidgets) from a notebook
+    file. Returns True if the file changed."""
+    import nbformat
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    if "widgets" not in nb.metadata:
+        return False
+    del nb.metadata["widgets"]
+    nbformat.write(nb, path)
+    return True
