@@ -45,11 +45,15 @@ log = logging.getLogger("celerylab.events")
 
 def _log_to_file() -> None:
     """The watcher's own problems go to ``<log dir>/watch.log``, never into cell output."""
-    if log.handlers:
-        return
     from .logs import log_path
 
-    handler = logging.FileHandler(log_path("watch"), encoding="utf-8", delay=True)
+    path = str(log_path("watch").resolve())
+    for old in list(log.handlers):
+        if getattr(old, "baseFilename", None) == path:
+            return
+        log.removeHandler(old)
+        old.close()
+    handler = logging.FileHandler(path, encoding="utf-8", delay=True)
     handler.setFormatter(logging.Formatter("[%(asctime)s: %(levelname)s/%(threadName)s] %(message)s"))
     log.addHandler(handler)
     log.propagate = False
@@ -126,6 +130,7 @@ class TaskInfo:
     hostname: str | None = None
     state: str | None = None
     retries: int = 0
+    attempt: int = -1              # highest ``retries`` seen in a task-sent/received event
     sent: float | None = None
     received: float | None = None
     started: float | None = None
@@ -273,8 +278,12 @@ class FlowState:
             task = self.tasks[uid] = TaskInfo(uuid=uid)
         if event.get("name"):
             task.name = event["name"]
-        if "retries" in event and event["retries"] is not None:
-            task.retries = max(task.retries, int(event["retries"]))
+        new_attempt = False
+        if event.get("retries") is not None:
+            retries = int(event["retries"])
+            new_attempt = retries > task.attempt
+            task.attempt = max(task.attempt, retries)
+            task.retries = max(task.retries, retries)
         if state == "sent":
             task.queue = event.get("queue") or event.get("routing_key") or task.queue
             task.routing_key = event.get("routing_key") or task.routing_key
@@ -296,10 +305,15 @@ class FlowState:
         if event.get("exception"):
             task.exception = str(event["exception"])
 
-        # The state is the one of the newest event (ties: the later step), so events that
-        # arrive out of order (a task-sent after its task-received) never move a task back.
+        # The state is the one of the newest event (ties: the later step). A task-sent event
+        # only counts when it starts an attempt (the first, or a retry): the client stamps it
+        # after publishing, so a fast worker's task-received (even task-succeeded) can be older.
         order = (ts, _RANK[state])
-        if order >= task._last:
+        if state == "sent":
+            if new_attempt:
+                task._last = order
+                task.state = state
+        elif order >= task._last:
             task._last = order
             task.state = state
         if state == "sent" and task.sent == ts:
@@ -634,8 +648,24 @@ class Watcher:
                         raise TimeoutError(f"no events from {self.key} within {timeout:.0f} s: {self.error or ''}")
                     dispatcher.send(PROBE_EVENT, nonce=self._nonce)
                     self._ready.wait(0.05)
+                self._wakeup_workers(conn)
             finally:
                 dispatcher.close()
+
+    def _wakeup_workers(self, conn) -> None:
+        """Ask running workers for a heartbeat now, so the views list them at once.
+
+        (The Receiver's own ``wakeup`` goes through the app's producer pool and leaves pooled
+        connections behind; this uses the watcher's connection only.)
+        """
+        from kombu.pidbox import Mailbox
+
+        conf = self.app.conf
+        mailbox = Mailbox(conf.control_exchange, type="fanout", accept=["json"], serializer="json")
+        try:
+            mailbox(conn)._broadcast("heartbeat", {}, None, False, 1.0, None, None, channel=conn.default_channel)
+        except Exception as exc:  # only a nicety: workers also beat every 2 s
+            log.warning("could not wake workers up: %s", exc)
 
     def _run(self) -> None:
         self.app.set_current()
@@ -643,7 +673,7 @@ class Watcher:
             try:
                 self._conn = self.app.connection()
                 self._receiver = self.app.events.Receiver(self._conn, handlers={"*": self._on_event}, app=self.app)
-                for _ in self._receiver.consume(safety_interval=0.1, wakeup=True):
+                for _ in self._receiver.consume(safety_interval=0.1, wakeup=False):
                     if self._stopping.is_set():
                         break
             except Exception as exc:  # broker restarted or gone: retry until stopped
