@@ -212,3 +212,23 @@ def test_strip_widget_state(tmp_path):
     assert celerylab.strip_widget_state(path) is True
     assert "widgets" not in nbformat.read(path, as_version=4).metadata
     assert celerylab.strip_widget_state(path) is False
+
+
+FIXTURE = __import__("pathlib").Path(__file__).parent / "fixtures" / "flow_widget.ipynb"
+
+
+def test_fixture_notebook_matches_its_stored_outputs_under_nbval():
+    """The stored final state (plotly JSON, HTML, text) and the live view's text/plain are
+    reproduced exactly by a fresh kernel: what nbval checks in the lessons."""
+    import subprocess
+    import sys
+
+    nb = nbformat.read(FIXTURE, as_version=4)
+    assert "widgets" not in nb.metadata                          # stripped: no MBs of widget state
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert any(PLOTLY_MIME in o.get("data", {}) for o in outputs)
+    assert any(o.get("data", {}).get("text/plain") == LIVE_TEXT for o in outputs)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "--nbval", "--nbval-current-env", "-p", "no:randomly",
+                           "-p", "no:cacheprovider", str(FIXTURE)], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "3 passed" in proc.stdout
