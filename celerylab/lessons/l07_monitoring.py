@@ -1,0 +1,190 @@
+"""Tasks and helpers for notebooks/07_monitoring.ipynb (and its lab and tests).
+
+The tasks model an online shop's back office: ``charge`` (logs JSON lines with its task id),
+``ok`` and ``fail`` (fast work that succeeds or fails), ``slow`` (runs as long as you ask).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import celerylab
+from celerylab import jsonlog
+
+app = celerylab.create_app("l07_monitoring")
+
+#: Hostnames of the lesson's workers. The ``hostname`` label of celery-exporter's metrics is
+#: the part after ``@``: ``worker-a`` and ``worker-b``.
+WORKER_A = "orders@worker-a"
+WORKER_B = "reports@worker-b"
+#: A queue no worker of the lesson consumes: messages pile up there (backlog demos).
+BACKLOG_QUEUE = "exports"
+
+log = jsonlog.task_logger("l07.orders")
+
+
+@app.task(name="l07.ok")
+def ok(x=0, seconds=0.0):
+    if seconds:
+        time.sleep(seconds)
+    return x
+
+
+@app.task(name="l07.fail")
+def fail(message="payment gateway timed out"):
+    raise ConnectionError(message)
+
+
+@app.task(name="l07.slow")
+def slow(seconds=0.6):
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(name="l07.charge")
+def charge(order_id, amount):
+    log.info("charging order", extra={"order_id": order_id, "amount": amount})
+    if amount <= 0:
+        raise ValueError(f"amount must be positive, got {amount}")
+    return {"order_id": order_id, "charged": amount}
+
+
+@app.task(name="l07.seed_logging_example")
+def seed_logging_example():
+    """The seed article's logging example, as written: ``self`` without ``bind=True``."""
+    try:
+        raise RuntimeError("upstream API failed")
+    except Exception:
+        logging.getLogger("l07.orders").error(
+            "Task failed", extra={"task_id": self.request.id}, exc_info=True)  # noqa: F821 - the seed's bug
+        raise
+
+
+@app.task(name="l07.bound_logging_example", bind=True)
+def bound_logging_example(self):
+    """The same example fixed: ``bind=True`` makes ``self`` the task, ``self.request.id`` its id."""
+    log.error("Task failed", extra={"request_id": self.request.id})
+    return self.request.id
+
+
+def setup(hostname: str = WORKER_A, concurrency: int = 4, sentry: bool = True):
+    """Broker, app and an in-kernel worker on the default queue; empties the lesson's queues.
+
+    With ``sentry=True`` Sentry is initialised first (in-memory transport), as production code
+    must: in the worker process, before the worker starts.
+    """
+    from celerylab.metrics import QueueLengths
+
+    if sentry:
+        sentry_to_memory()
+
+    app.control.purge()
+    q = QueueLengths(app)
+    try:
+        if q.redis:
+            keys = [k for queue in ("celery", BACKLOG_QUEUE) for k in _band_keys(q, queue)]
+            q._client.delete(*keys)
+    finally:
+        q.close()
+    return celerylab.start_worker(app, hostname=hostname, concurrency=concurrency)
+
+
+def _band_keys(q, queue: str) -> list[str]:
+    from celerylab.events import band_key
+
+    return [band_key(queue, b, q.sep, q.prefix) for b in q.steps]
+
+
+def poll_states(result, interval: float = 0.05, timeout: float = 10.0) -> list[str]:
+    """Poll ``result.state`` until the task is ready; the distinct states seen, in order."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        state = result.state
+        if not seen or seen[-1] != state:
+            seen.append(state)
+        if state in ("SUCCESS", "FAILURE", "REVOKED") or time.monotonic() > deadline:
+            return seen
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------------------------------
+# Sentry, with no Sentry server: envelopes stay in memory
+# ---------------------------------------------------------------------------------------
+class _Envelopes:
+    """Where the in-memory transport keeps what it would have sent to Sentry."""
+
+    items: list = []
+    lock = threading.Lock()
+
+
+def memory_transport():
+    """A sentry-sdk ``Transport`` class that keeps every envelope in memory (no network)."""
+    from sentry_sdk.transport import Transport
+
+    class MemoryTransport(Transport):
+        def capture_envelope(self, envelope) -> None:
+            with _Envelopes.lock:
+                _Envelopes.items.append(envelope)
+
+        def flush(self, timeout, callback=None) -> None:
+            return None
+
+        def kill(self) -> None:
+            return None
+
+    return MemoryTransport
+
+
+def sentry_to_memory(dsn: str = "http://public@127.0.0.1/1") -> None:
+    """``sentry_sdk.init`` with the Celery integration and an in-memory transport.
+
+    The DSN names a local project but nothing is ever sent: the transport keeps the envelopes.
+    Call it before the worker starts: Sentry hooks into the tracer a worker builds for each task
+    at start-up (in production: init Sentry in the worker process, at import or on
+    ``celeryd_init``).
+    """
+    import sentry_sdk
+    from sentry_sdk.integrations.celery import CeleryIntegration
+
+    sentry_sdk.init(dsn=dsn, transport=memory_transport(), integrations=[CeleryIntegration()],
+                    default_integrations=False, auto_enabling_integrations=False)
+    # A worker's consumer imports ``build_tracer`` by name; if that module was imported before
+    # Sentry patched Celery (another lesson's worker in this kernel), point it at the patch.
+    import sys
+
+    from celery.app import trace
+
+    consumer = sys.modules.get("celery.worker.consumer.consumer")
+    if consumer is not None and consumer.build_tracer is not trace.build_tracer:
+        consumer.build_tracer = trace.build_tracer
+
+
+def sentry_events(task_id: str | None = None, timeout: float = 0.0) -> list[dict]:
+    """Error events captured so far (dicts, as a Sentry server receives them); with ``task_id``
+    only that task's, waiting up to ``timeout`` s for at least one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with _Envelopes.lock:
+            envelopes = list(_Envelopes.items)
+        events = []
+        for env in envelopes:
+            for item in env.items:
+                if item.headers.get("type") == "event" and item.payload.json:
+                    event = item.payload.json
+                    if task_id is None or event.get("tags", {}).get("celery_task_id") == task_id:
+                        events.append(event)
+        if events or time.monotonic() >= deadline:
+            return events
+        time.sleep(0.02)
+
+
+def sentry_off() -> None:
+    """Close the Sentry client (the rest of the kernel reports nothing) and forget the events."""
+    import sentry_sdk
+
+    sentry_sdk.get_client().close()
+    sentry_sdk.init()  # no DSN: a disabled client
+    with _Envelopes.lock:
+        _Envelopes.items.clear()
