@@ -1,0 +1,114 @@
+"""Exercises for labs/00_first_tasks.ipynb: define a task, route it to a queue, retry it.
+
+In the lab::
+
+    from celerylab.exercises.l00_first_tasks import *   # q1, q2, q3, ____, flaky_download
+    q1.check(); q1.hint(); q1.hint(2); q1.solution()
+"""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+from celerylab.grading import Attempts, RetriesOn, RoutesToQueue, TaskReturns, bind
+from celerylab.grading.outcomes import ____  # noqa: F401 - the blank learners fill in
+
+
+class _FlakyServer:
+    """A pretend web server: each URL fails with ConnectionError on its first download.
+
+    URLs containing "down" always fail; strings that are not URLs raise ValueError.
+    """
+
+    def __init__(self):
+        self.calls: Counter = Counter()
+        self._lock = threading.Lock()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.calls.clear()
+
+    def download(self, url):
+        if not isinstance(url, str) or "://" not in url:
+            raise ValueError(f"not a URL: {url!r}")
+        with self._lock:
+            self.calls[url] += 1
+            attempt = self.calls[url]
+        if "down" in url or attempt == 1:
+            raise ConnectionError(f"connection to {url} was reset")
+        return f"<html>{url}</html>"
+
+
+_server = _FlakyServer()
+
+
+def flaky_download(url):
+    """Return the page at ``url``; the first download of each URL fails with ConnectionError."""
+    return _server.download(url)
+
+
+class AddTask(TaskReturns):
+    task = "add"
+    cases = [((2, 3), 5), ((-7, 7), 0), ((0.5, 0.25), 0.75)]
+    wrong_value = "{call} returned {got}, which is not the sum of its arguments"
+    correct = "add runs on a worker and returns the sum."
+    hints = (
+        "A task is a function decorated with `@app.task`. Inside, it is plain Python.",
+        "The body is a single `return` statement.",
+    )
+    solution_text = """
+        @app.task
+        def add(x, y):
+            return x + y
+    """
+
+
+class SendToReports(RoutesToQueue):
+    sender = "send_report"
+    args = (7,)
+    queue = "reports"
+    task = "make_report"
+    correct = "send_report sends make_report to the 'reports' queue, and a worker there runs it."
+    hints = (
+        "`make_report.delay(n)` always uses the default queue, `celery`. "
+        "`apply_async` takes the same arguments as a list, plus options.",
+        "`apply_async(args=[n], queue=...)` picks the queue; return what it returns.",
+    )
+    solution_text = """
+        def send_report(n):
+            return make_report.apply_async(args=[n], queue="reports")
+    """
+
+
+class RetryOnce(RetriesOn):
+    task = "fetch"
+    countdown = 0.5
+    window = (0.3, 2.0)
+    scenarios = [
+        Attempts(("https://example.com/flaky",), retries=1, succeeds=True,
+                 value="<html>https://example.com/flaky</html>", about="a server that fails once"),
+        Attempts(("https://example.com/down",), retries=1, succeeds=False, raises="ConnectionError",
+                 about="a server that stays down"),
+        Attempts(("example.com",), retries=0, succeeds=False, raises="ValueError", about="not a URL"),
+    ]
+    correct = "fetch retries once, half a second after a ConnectionError, and fails at once on other errors."
+    hints = (
+        "`bind=True` gives the task `self`; `self.retry(...)` sends it again. "
+        "Catch only `ConnectionError`: other errors should fail at once.",
+        "`raise self.retry(exc=exc, countdown=..., max_retries=...)` inside `except ConnectionError as exc:`. "
+        "Passing `exc` makes the last failure raise the ConnectionError itself.",
+    )
+    solution_text = """
+        @app.task(bind=True)
+        def fetch(self, url):
+            try:
+                return flaky_download(url)
+            except ConnectionError as exc:
+                raise self.retry(exc=exc, countdown=0.5, max_retries=1)
+    """
+
+    def prepare(self) -> None:
+        _server.reset()
+
+
+__all__ = ["____", "flaky_download"] + bind(globals(), AddTask, SendToReports, RetryOnce)

@@ -1,0 +1,110 @@
+"""Exercises as small declared classes (after Kaggle's learntools).
+
+A lab's module (``celerylab/exercises/lNN_topic.py``) declares one class per question and
+binds them to ``q1``, ``q2``...; the notebook imports them in one line and calls
+``q1.check()``, ``q1.hint()``, ``q1.hint(2)``, ``q1.solution()``.
+
+``check()`` reads the learner's names from the notebook's globals (or ``namespace=``), runs
+the subclass's ``_check`` with everything the learner's code prints swallowed (so a stray
+``print`` in a task can't change the check's stored output), then prints one fixed line.
+"""
+from __future__ import annotations
+
+import io
+import sys
+import textwrap
+from contextlib import redirect_stderr, redirect_stdout
+
+from celery.app.task import Task
+
+from .outcomes import ExerciseError, ExerciseIncorrect, ExerciseNotAttempted, is_placeholder
+
+
+class Exercise:
+    """Base class. Subclasses set the class attributes and implement ``_check(ns)``."""
+
+    label = "q?"          #: set by :func:`bind` ("q1", "q2", ...)
+    hints: tuple = ()     #: shown one at a time by ``hint(n)``
+    solution_text = ""    #: code shown by ``solution()``
+    correct = "well done."  #: the fixed text after "Correct: q1: "
+    timeout = 5.0         #: seconds the check waits for learner code / a task
+
+    def __init__(self, label: str | None = None):
+        if label:
+            self.label = label
+
+    # -- what learners call ------------------------------------------------------------
+    def check(self, namespace: dict | None = None) -> None:
+        """Raise ExerciseIncorrect / ExerciseNotAttempted, or print ``Correct: ...``."""
+        ns = namespace if namespace is not None else sys._getframe(1).f_globals
+        swallowed = io.StringIO()
+        try:
+            with redirect_stdout(swallowed), redirect_stderr(swallowed):
+                self._check(ns)
+        except ExerciseError as exc:
+            exc.label = self.label
+            raise exc from None
+        print(f"Correct: {self.label}: {self.correct}")
+
+    def hint(self, n: int = 1) -> None:
+        hints = [textwrap.dedent(h).strip() for h in self.hints]
+        if not hints:
+            print(f"{self.label} has no hints.")
+        elif not 1 <= n <= len(hints):
+            print(f"{self.label} has hints 1 to {len(hints)}: try {self.label}.hint({min(max(n, 1), len(hints))}).")
+        else:
+            more = f" (more: {self.label}.hint({n + 1}))" if n < len(hints) else ""
+            print(f"Hint {n} of {len(hints)} for {self.label}{more}:\n{hints[n - 1]}")
+
+    def solution(self) -> None:
+        print(f"Solution for {self.label}:\n{textwrap.dedent(self.solution_text).strip()}")
+
+    def __repr__(self) -> str:
+        return f"<exercise {self.label}: {self.label}.check(), {self.label}.hint(), {self.label}.solution()>"
+
+    # -- for subclasses ----------------------------------------------------------------
+    def _check(self, ns: dict) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def value_named(self, ns: dict, name: str):
+        """The learner's ``name``; not attempted while it is missing or still ``____``."""
+        if name not in ns:
+            raise ExerciseNotAttempted(f"`{name}` is not defined yet: write it in the cell above and run that cell")
+        value = ns[name]
+        if is_placeholder(value):
+            raise ExerciseNotAttempted(f"`{name}` is still ____: replace the blank with your answer")
+        return value
+
+    def task_named(self, ns: dict, name: str) -> Task:
+        value = self.value_named(ns, name)
+        if isinstance(value, Task):
+            return value
+        if callable(value):
+            raise ExerciseIncorrect(f"`{name}` is a plain function, not a Celery task: decorate it with @app.task")
+        from .outcomes import describe
+
+        raise ExerciseIncorrect(f"`{name}` is {describe(value)}, not a Celery task")
+
+    def callable_named(self, ns: dict, name: str):
+        value = self.value_named(ns, name)
+        if not callable(value):
+            from .outcomes import describe
+
+            raise ExerciseIncorrect(f"`{name}` is {describe(value)}: it should be a function")
+        return value
+
+
+def bind(namespace: dict, *exercises: type[Exercise]) -> list[str]:
+    """Create ``q1``, ``q2``... in ``namespace`` from exercise classes; returns their names."""
+    names = []
+    for number, cls in enumerate(exercises, start=1):
+        label = f"q{number}"
+        namespace[label] = cls(label)
+        names.append(label)
+    return names
+
+
+def exercises_in(module) -> dict[str, Exercise]:
+    """``{"q1": <exercise>, ...}`` of an exercise module, in order."""
+    found = {k: v for k, v in vars(module).items() if isinstance(v, Exercise) and k == v.label}
+    return dict(sorted(found.items(), key=lambda kv: int(kv[0][1:]) if kv[0][1:].isdigit() else 0))
