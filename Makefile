@@ -53,6 +53,15 @@ test-unit: install
 test-notebooks: install
 	$(PYTEST) -q $(NBVAL) notebooks
 
+## The live flow widget in a real JupyterLab + headless Chromium (apt/pip-installs chromium and playwright if missing).
+.PHONY: test-browser bench-widgets
+test-browser: install
+	$(PYTEST) -q -m browser tests
+
+## Event-to-widget latency of the live views at 200 tasks/s (p95 target 200 ms).
+bench-widgets: install
+	$(PY) bench/widget_latency.py
+
 bench: install sysdeps
 	$(PY) bench/broker_throughput.py
 

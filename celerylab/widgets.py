@@ -207,7 +207,7 @@ class TimelineView:
                             hovertemplate="%{hovertext}<extra></extra>", hovertext=[])
         fig.update_layout(title="Task timeline per worker slot", barmode="overlay", height=220,
                           margin=dict(l=90, r=20, t=60, b=40), legend=dict(orientation="h", y=1.12),
-                          xaxis=dict(title="seconds since watching started", rangemode="tozero"),
+                          xaxis=dict(title="seconds since watching started"),
                           yaxis=dict(type="category", autorange="reversed"))
         self.widget = fig
         self._last = None
