@@ -680,6 +680,7 @@ class Watcher:
                 if self._stopping.is_set():
                     break
                 self.error = f"{type(exc).__name__}: {exc}"
+                log.warning("event receiver on %s: %s (retrying in 1 s)", self.key, self.error)
                 with self.state.lock:
                     self.state.errors.append(self.error)
                 self._poke()

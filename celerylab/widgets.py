@@ -472,8 +472,12 @@ class LiveWatch(Watcher):
 
 
 def _display(bundle: dict) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
     from IPython.display import display
 
+    if not InteractiveShell.initialized():   # a plain script: the text line is all it can show
+        print(bundle.get("text/plain", ""))
+        return
     display(bundle, raw=True)
 
 

@@ -13,6 +13,7 @@ Debian's, never ``playwright install``). If that cannot be done, the test is ski
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import secrets
@@ -77,6 +78,7 @@ def sync_playwright():
         ok, log = _run([sys.executable, "-m", "pip", "install", "-q", PLAYWRIGHT], timeout=600)
         if not ok:
             pytest.skip(f"could not pip install {PLAYWRIGHT}: {log.strip().splitlines()[-1:]}")
+        importlib.invalidate_caches()
         from playwright.sync_api import sync_playwright
     return sync_playwright
 
