@@ -1,0 +1,268 @@
+"""Tasks and helpers for notebooks/08_production.ipynb.
+
+Worker subprocesses import this module (``spawn_worker("celerylab.lessons.l08_production")``),
+so every task lives here. Tasks leave *notes* in the broker's Redis (``l08:notes:<label>``:
+one ``start:<pid>`` / ``end:<pid>`` entry per execution), which lets the notebook count how
+often a task really ran, in which process, even when the process running it was killed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import redis
+from celery.exceptions import SoftTimeLimitExceeded
+
+import celerylab
+
+app = celerylab.create_app("l08_production")
+
+NOTES = "l08:notes:"
+CHARGES = "l08:charges:"
+DONE = "l08:idem:"
+
+_clients: dict[int, redis.Redis] = {}
+
+
+def db() -> redis.Redis:
+    """A Redis client on the broker, one per process (a forked pool child makes its own)."""
+    pid = os.getpid()
+    client = _clients.get(pid)
+    if client is None:
+        client = _clients[pid] = redis.Redis.from_url(app.conf.broker_url, decode_responses=True)
+    return client
+
+
+def note(label: str, what: str) -> None:
+    db().rpush(NOTES + label, f"{what}:{os.getpid()}")
+
+
+# ---------------------------------------------------------------------------------------
+# Tasks
+# ---------------------------------------------------------------------------------------
+@app.task(name="l08.slow")
+def slow(seconds: float, label: str) -> str:
+    """Sleep ``seconds``, noting start and end: the stand-in for any long job."""
+    note(label, "start")
+    time.sleep(seconds)
+    note(label, "end")
+    return label
+
+
+@app.task(name="l08.slow_late", acks_late=True)
+def slow_late(seconds: float, label: str) -> str:
+    """:func:`slow`, acknowledged after it returns (``acks_late=True`` on this one task)."""
+    return slow.run(seconds, label)
+
+
+@app.task(name="l08.poison")
+def poison(label: str) -> None:
+    """Kills the process that runs it: a segfault, the OOM killer, a C extension's abort()."""
+    note(label, "start")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@app.task(name="l08.charge", bind=True)
+def charge(self, order_id: str, amount: int, seconds: float = 0.0, key: str | None = None) -> str:
+    """Charge a customer: the side effect must happen once, however often the task runs.
+
+    ``key`` is the idempotency key (``None``: no protection). The first execution to claim it
+    (``SET key NX``) performs the charge; every later execution sees it taken and skips.
+    """
+    note(order_id, "start")
+    if key is None or db().set(DONE + key, self.request.id, nx=True, ex=3600):
+        db().rpush(CHARGES + order_id, amount)
+        outcome = "charged"
+    else:
+        outcome = "skipped (already done)"
+    time.sleep(seconds)
+    note(order_id, "end")
+    return outcome
+
+
+@app.task(name="l08.polite", soft_time_limit=0.3, time_limit=3)
+def polite(label: str, seconds: float = 5.0) -> str:
+    """Respects its soft time limit: catches SoftTimeLimitExceeded, cleans up, returns."""
+    note(label, "start")
+    try:
+        time.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        note(label, "cleanup")
+        return "stopped cleanly at the soft limit"
+    return "finished"
+
+
+@app.task(name="l08.stubborn", time_limit=0.5)
+def stubborn(label: str, seconds: float = 1.5) -> str:
+    """Runs past its hard time limit (no soft limit, nothing to catch)."""
+    note(label, "start")
+    time.sleep(seconds)
+    note(label, "end")
+    return "finished"
+
+
+@app.task(name="l08.cpu")
+def cpu(n: int) -> list:
+    """CPU-bound: pure-Python arithmetic, holds the GIL the whole time. Returns [pid, start, end]."""
+    start = time.time()
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return [os.getpid(), start, time.time()]
+
+
+@app.task(name="l08.io")
+def io(seconds: float) -> list:
+    """IO-bound: waits (like a slow HTTP call). Returns [pid, start, end]."""
+    start = time.time()
+    time.sleep(seconds)
+    return [os.getpid(), start, time.time()]
+
+
+@app.task(name="l08.pid")
+def pid() -> int:
+    return os.getpid()
+
+
+@app.task(name="l08.add")
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task(name="l08.add_quiet", ignore_result=True)
+def add_quiet(x: int, y: int) -> int:
+    return x + y
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers for the notebook (and the lab's checks)
+# ---------------------------------------------------------------------------------------
+def reset(*labels: str) -> None:
+    """Forget the notes (and charges) of these labels, so a re-run cell starts from zero."""
+    if not labels:
+        keys = list(db().scan_iter("l08:*"))
+    else:
+        keys = [p + label for label in labels for p in (NOTES, CHARGES, DONE)]
+    if keys:
+        db().delete(*keys)
+
+
+def notes(label: str) -> list[str]:
+    return db().lrange(NOTES + label, 0, -1)
+
+
+def runs(label: str) -> int:
+    """How many times a task with this label started (in any process)."""
+    return sum(1 for n in notes(label) if n.startswith("start:"))
+
+
+def finished(label: str) -> int:
+    return sum(1 for n in notes(label) if n.startswith("end:"))
+
+
+def charges(order_id: str) -> int:
+    return db().llen(CHARGES + order_id)
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Poll ``predicate()`` until it is true; False after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def running_pid(label: str, timeout: float = 10.0, nth: int = 1) -> int:
+    """Wait until the ``nth`` execution of ``label`` has started; the pid of the process running it."""
+    if not wait_for(lambda: runs(label) >= nth, timeout):
+        raise TimeoutError(f"{label!r} did not start {nth} time(s) within {timeout:.0f} s")
+    starts = [n for n in notes(label) if n.startswith("start:")]
+    return int(starts[nth - 1].split(":")[1])
+
+
+def kill_process(pid: int) -> None:
+    """``kill -9 pid``: one process, no warning, no cleanup."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def where_is(task_id: str) -> str:
+    """Where the broker holds a task's message: "queued", "unacked" (taken, not yet acked) or "gone".
+
+    Redis keeps waiting messages in one list per queue (and per priority band) and messages a
+    worker has taken but not acknowledged in the ``unacked`` hash, until they are acked or
+    restored to their queue after the visibility timeout.
+    """
+    client = db()
+    for key in client.scan_iter(count=1000):
+        if key.startswith(("l08:", "celery-task-meta-", "_kombu", "unacked")):
+            continue
+        if client.type(key) == "list" and any(task_id in m for m in client.lrange(key, 0, -1)):
+            return "queued"
+    if any(task_id in m for m in client.hvals("unacked")):
+        return "unacked"
+    return "gone"
+
+
+def queue_length(queue: str = "celery") -> int:
+    """Messages waiting in a queue, every priority band included (what a worker has not taken)."""
+    client = db()
+    sep = "\x06\x16"
+    return client.llen(queue) + sum(client.llen(f"{queue}{sep}{band}") for band in (1, 2, 3, 4, 5, 6, 7, 8, 9))
+
+
+# ---------------------------------------------------------------------------------------
+# Pool measurements
+# ---------------------------------------------------------------------------------------
+def max_overlap(intervals) -> int:
+    """The most intervals ``(start, end)`` running at one moment."""
+    points = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    best = now = 0
+    for _, step in points:
+        now += step
+        best = max(best, now)
+    return best
+
+
+def measure(task, args, count: int, queue: str, timeout: float = 60.0) -> dict:
+    """Send ``count`` copies of ``task(*args)`` to ``queue``; wall time until all are done.
+
+    Returns ``{"seconds", "processes", "overlap"}``: the wall time seen by the caller, how many
+    distinct processes ran the tasks, and how many ran at the same moment.
+    """
+    start = time.monotonic()
+    results = [task.apply_async(args, queue=queue) for _ in range(count)]
+    values = [r.get(timeout=timeout) for r in results]
+    seconds = time.monotonic() - start
+    for r in results:
+        r.forget()
+    return {"seconds": seconds, "processes": len({v[0] for v in values}),
+            "overlap": max_overlap([(v[1], v[2]) for v in values])}
+
+
+def calibrate(seconds: float = 0.15) -> int:
+    """The ``n`` for :func:`cpu` that takes about ``seconds`` of CPU in this process."""
+    n = 200_000
+    while True:
+        start = time.process_time()
+        cpu.run(n)
+        spent = time.process_time() - start
+        if spent > 0.03:
+            return max(1, int(n * seconds / spent))
+        n *= 4
+
+
+def dump_message(task_id: str) -> dict | None:
+    """The raw message of a task the broker still holds (queued or unacked), decoded."""
+    client = db()
+    for raw in client.hvals("unacked"):
+        if task_id in raw:
+            return json.loads(raw)[0]
+    return None
