@@ -67,3 +67,14 @@ bench: install sysdeps
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+## Labs: generate labs/ from solutions/ (answers blanked; check cells keep their passing output).
+## `make labs EXECUTE=1` re-runs the solution notebooks first.
+.PHONY: labs grade
+labs: install
+	$(PY) -m celerylab.grading.labs $(if $(EXECUTE),--execute)
+
+## Grade lab notebooks with nbval: a scorecard per lab, non-zero exit when an exercise fails.
+## `make grade LABS="labs/00_first_tasks.ipynb"`; instructors: python -m celerylab grade --class DIR --csv scores.csv
+grade: install
+	$(PY) -m celerylab grade $(LABS)

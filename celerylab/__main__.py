@@ -4,6 +4,7 @@
   processes, Flower and redis-cli can attach (prints the URL, Ctrl-C to stop).
 * ``worker --lesson NN`` (or ``--module M``): a real ``celery worker`` for a lesson's tasks.
 * ``where``: broker URL, log folder, what the kit runs in this process.
+* ``grade [paths] [--class DIR --csv FILE]``: grade lab notebooks with nbval, print a scorecard.
 """
 from __future__ import annotations
 
@@ -76,6 +77,12 @@ def _cmd_where(args) -> int:
     return 0
 
 
+def _cmd_grade(args) -> int:
+    from .grading.runner import command
+
+    return command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m celerylab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     w.set_defaults(func=_cmd_worker)
     h = sub.add_parser("where", help="show the broker URL and log folder")
     h.set_defaults(func=_cmd_where)
+    gr = sub.add_parser("grade", help="grade lab notebooks (nbval) and print a scorecard per lab")
+    gr.add_argument("paths", nargs="*", help="lab notebooks to grade (default: labs/*.ipynb)")
+    gr.add_argument("--class", dest="class_dir", metavar="DIR",
+                    help="instructor mode: grade every notebook under DIR, each in its own kernel")
+    gr.add_argument("--csv", metavar="FILE", help="write one row per notebook (passed, total, each exercise)")
+    gr.add_argument("--time-limit", type=float, default=300, metavar="S",
+                    help="seconds one notebook may run before it is stopped (default 300)")
+    gr.add_argument("--cell-timeout", type=float, default=120, metavar="S",
+                    help="seconds one cell may run (default 120)")
+    gr.add_argument("--solutions", metavar="DIR", help="folder of master copies (default: the kit's solutions/)")
+    gr.set_defaults(func=_cmd_grade)
     return parser
 
 

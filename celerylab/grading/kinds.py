@@ -51,6 +51,11 @@ def _plural(n: int, word: str) -> str:
 class BehaviourCheck(Exercise):
     """Helpers the kinds share: call learner code, require a sent message, require success."""
 
+    stop_timeout = 5.0  #: seconds to wait for the grader worker to stop (a task stuck in C may keep it)
+
+    def trial(self) -> Trial:
+        return Trial(self.timeout, self.stop_timeout)
+
     def run_learner(self, trial: Trial, call: str, fn, *args, name: str | None = None, **kwargs):
         got = trial.call(fn, *args, **kwargs)
         if got.timed_out:
@@ -85,7 +90,7 @@ class BehaviourCheck(Exercise):
     def failed(self, call: str, exc: BaseException | None):
         """The error to raise for a task that failed on the worker."""
         if isinstance(exc, NotImplementedError):
-            return ExerciseNotAttempted(f"{call} still raises NotImplementedError on the worker: write your code there")
+            return ExerciseNotAttempted(f"`{call.split('(')[0]}` still raises NotImplementedError: write your code there")
         if type(exc).__name__ == "EncodeError":
             return ExerciseIncorrect(f"{call} returned a value the worker cannot send back as JSON "
                                      f"({describe_exc(exc.__context__ or exc) if exc.args else 'EncodeError'})")
@@ -127,7 +132,7 @@ class TaskReturns(BehaviourCheck):
 
     def _check(self, ns):
         task = self.task_named(ns, self.task)
-        with Trial(self.timeout) as trial:
+        with self.trial() as trial:
             sent = [(args, expected, self.send(trial, task, args)) for args, expected in self.cases]
             outcomes = trial.run(task.app, [pub.task_id for _, _, pub in sent])
             for args, expected, pub in sent:
@@ -158,7 +163,7 @@ class RoutesToQueue(BehaviourCheck):
         send = self.callable_named(ns, self.sender)
         expected_task = self.task_named(ns, self.task) if self.task else None
         call = fmt_call(self.sender, self.args)
-        with Trial(self.timeout) as trial:
+        with self.trial() as trial:
             value = self.run_learner(trial, call, send, *self.args, name=self.sender)
             pub = self.sent(trial, call, value)
             if expected_task is not None and pub.name != expected_task.name:
@@ -199,7 +204,7 @@ class RetriesOn(BehaviourCheck):
         task = self.task_named(ns, self.task)
         self.prepare()
         lo, hi = self.window
-        with Trial(self.timeout) as trial:
+        with self.trial() as trial:
             sent = [(s, self.send(trial, task, s.args)) for s in self.scenarios]
             ids = [pub.task_id for _, pub in sent]
 
@@ -274,7 +279,7 @@ class PriorityOrder(BehaviourCheck):
     def _check(self, ns):
         send = self.callable_named(ns, self.sender)
         call = fmt_call(self.sender, self.args)
-        with Trial(self.timeout) as trial:
+        with self.trial() as trial:
             before = len(trial.recorder.events)
             value = self.run_learner(trial, call, send, *self.args, name=self.sender)
             pubs = [e for e in trial.recorder.published(before) if not e.data.get("retries")]
@@ -329,7 +334,7 @@ class DeadLetters(BehaviourCheck):
         task = self.task_named(ns, self.task)
         client = self._redis(task.app)
         client.delete(self.list_key)
-        with Trial(self.timeout) as trial:
+        with self.trial() as trial:
             sent = [(args, fails, self.send(trial, task, args)) for args, fails in self.calls]
             outcomes = trial.run(task.app, [pub.task_id for _, _, pub in sent])
             failures = 0

@@ -1,0 +1,246 @@
+"""pytest plugin that makes nbval the grader of a lab notebook.
+
+Active with ``pytest -p celerylab.grading.plugin --nbval ...`` (what ``python -m celerylab
+grade`` runs) and for ``pytest --nbval labs/...`` (``labs/conftest.py`` loads it). For each
+notebook that belongs to a lab (``metadata.celerylab.lab`` or its file name) it:
+
+* puts the master copy's check cells back (source, expected output, execution count),
+  matched by their ``exercise:qN`` tag, so no edit a learner saves can turn a failing
+  check green; a check cell the learner deleted fails as "missing";
+* runs the learner's other cells without comparing their outputs (their prints and
+  experiments are theirs); a cell that raises is still reported;
+* collects one result per exercise from ``item.cell`` and prints a scorecard in
+  ``pytest_terminal_summary`` (and to ``$CELERYLAB_GRADE_RESULTS`` as JSON, after every cell).
+
+Master copies: ``$CELERYLAB_SOLUTIONS`` or the kit's ``solutions/`` folder.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from . import labs
+from .scorecard import ExerciseResult, LabResult, clean, format_card, save_json
+
+PLUGIN_NAME = "celerylab-grader"
+RESULTS_ENV = "CELERYLAB_GRADE_RESULTS"
+SOLUTIONS_ENV = "CELERYLAB_SOLUTIONS"
+STATUS_BY_ERROR = {"ExerciseIncorrect": "incorrect", "ExerciseNotAttempted": "not attempted"}
+
+
+def pytest_configure(config):
+    nbval_on = getattr(config.option, "nbval", False) or getattr(config.option, "nbval_lax", False)
+    if nbval_on and not config.pluginmanager.has_plugin(PLUGIN_NAME):
+        config.pluginmanager.register(Grader(config), PLUGIN_NAME)
+
+
+def solutions_dir() -> Path:
+    return Path(os.environ.get(SOLUTIONS_ENV) or labs.solutions_dir())
+
+
+def load_master(nb, path) -> tuple[str | None, object | None]:
+    """``(lab name, master notebook)``; the master is None when there is none."""
+    name = labs.lab_name(nb, path) if nb is not None else labs.lab_name({}, path)
+    if not name:
+        return None, None
+    master = solutions_dir() / f"{name}.ipynb"
+    if not master.exists():
+        return name, None
+    return name, nbformat.read(master, as_version=4)
+
+
+def graded_source(master, label: str, source: str) -> str:
+    """``q1.check()`` called on the exercise module itself, not on whatever ``q1`` now names."""
+    module = labs.exercise_module(master)
+    if module and source.strip() == f"{label}.check()":
+        return f'__import__("importlib").import_module("{module}").{label}.check()'
+    return source
+
+
+class MissingCheckError(AssertionError):
+    pass
+
+
+class MissingCheck(pytest.Item):
+    """Stands for a master check cell the learner's notebook no longer has."""
+
+    def __init__(self, *, label: str, **kwargs):
+        super().__init__(**kwargs)
+        self.label = label
+
+    def runtest(self):
+        raise MissingCheckError(f"the check cell for {self.label} is missing: restore the cell "
+                                f"`{self.label}.check()` (tags: check, exercise:{self.label})")
+
+    def repr_failure(self, excinfo, style=None):
+        return str(excinfo.value)
+
+    def reportinfo(self):
+        return self.path, None, self.name
+
+
+def failure(item, excinfo, label: str | None) -> tuple[str, str]:
+    """``(status, one-line message)`` for a cell that failed."""
+    outputs = getattr(item, "test_outputs", None) or []
+    error = next((o for o in outputs if o.get("output_type") == "error"), None)
+    if isinstance(getattr(excinfo, "value", None), MissingCheckError):
+        return "missing", str(excinfo.value)
+    if error is not None:
+        ename, evalue = error.get("ename", "Error"), clean(error.get("evalue", ""))
+        status = STATUS_BY_ERROR.get(ename, "error")
+        if status == "error":
+            return status, f"{ename}: {evalue}" if evalue else ename
+        if label and evalue.startswith(f"{label}: "):
+            evalue = evalue[len(label) + 2:]
+        return status, evalue
+    text = clean(str(getattr(excinfo, "value", "")))
+    if "Cell outputs differ" in text:
+        return "incorrect", "the check's output differs from its expected output"
+    if "Timeout" in text:
+        return "error", text.split(". ")[0]
+    if "Kernel dead" in text or "Kernel died" in text:
+        return "error", "the kernel died before this cell ran"
+    return "error", text[:200] or "failed"
+
+
+class Grader:
+    def __init__(self, config):
+        self.config = config
+        self.results: dict[str, LabResult] = {}
+        # by item object: node ids of notebooks in different folders can be the same
+        self.items: dict[pytest.Item, tuple[str, str | None, str]] = {}  # item -> (notebook, label, cell name)
+        self.pending: dict[str, set[pytest.Item]] = defaultdict(set)
+        self.results_path = os.environ.get(RESULTS_ENV)
+
+    def save(self) -> None:
+        if self.results_path:
+            save_json(list(self.results.values()), self.results_path)
+
+    # -- collection ------------------------------------------------------------------------
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_make_collect_report(self, collector):
+        outcome = yield
+        report = outcome.get_result()
+        path = getattr(collector, "path", None)
+        if report.failed and path is not None and str(path).endswith(".ipynb"):
+            key = str(Path(path).resolve())
+            name, master = load_master(None, path)
+            result = LabResult(notebook=key, lab=name, state="error")
+            if master is not None:
+                result.exercises = {label: ExerciseResult(label, "not run") for label in labs.master_checks(master)}
+            lines = [line for line in str(report.longrepr).splitlines() if line.strip()]
+            result.problems.append(f"could not read the notebook: {clean(lines[-1]) if lines else 'unknown error'}")
+            self.results[key] = result
+            self.save()
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, session, config, items):
+        from nbval.plugin import IPyNbCell
+
+        by_file: dict = {}
+        for item in items:
+            if isinstance(item, IPyNbCell):
+                by_file.setdefault(item.parent, []).append(item)
+        for nbfile, cells in by_file.items():
+            key = str(Path(nbfile.path).resolve())
+            name, master = load_master(nbfile.nb, nbfile.path)
+            if master is None:
+                if nbfile.nb.get("metadata", {}).get("celerylab", {}).get("lab"):
+                    self.results[key] = LabResult(notebook=key, lab=name, state="error", problems=[
+                        f"no master copy of lab {name} in {solutions_dir()} (set {SOLUTIONS_ENV})"])
+                continue  # not a lab: plain nbval
+            checks = labs.master_checks(master, f"master {name}")
+            result = LabResult(notebook=key, lab=name,
+                               exercises={label: ExerciseResult(label) for label in checks})
+            seen = set()
+            for item in cells:
+                label = labs.exercise_label(item.cell) if labs.is_check(item.cell) else None
+                if label in checks:
+                    cell = copy.deepcopy(checks[label])
+                    cell.source = graded_source(master, label, cell.source)
+                    item.cell = cell
+                    item.options = defaultdict(bool, check=True)
+                    seen.add(label)
+                else:
+                    label = None
+                    cell = copy.deepcopy(item.cell)
+                    cell.outputs = []  # the learner's own cells: run, not compared
+                    item.cell = cell
+                    item.options["check"] = False
+                first = next((line.strip() for line in item.cell.source.splitlines() if line.strip()), "")
+                self.items[item] = (key, label, f"code cell {item.cell_num + 1} ({first[:40]})")
+                self.pending[key].add(item)
+            position = items.index(cells[-1]) + 1
+            for label in [label for label in checks if label not in seen]:
+                missing = MissingCheck.from_parent(nbfile, name=f"{label} check cell missing", label=label)
+                items.insert(position, missing)
+                position += 1
+                self.items[missing] = (key, label, f"{label} check cell")
+                self.pending[key].add(missing)
+            self.results[key] = result
+        self.save()
+
+    # -- running ---------------------------------------------------------------------------
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        info = self.items.get(item)
+        if info is not None:
+            result = self.results[info[0]]
+            if result.state == "pending":
+                result.state, result.started_at = "running", time.time()
+                self.save()
+        yield
+        if info is not None:
+            pending = self.pending[info[0]]
+            pending.discard(item)
+            if not pending:
+                self.results[info[0]].state = "done"
+                self.save()
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        info = self.items.get(item)
+        if info is None or call.when == "teardown":
+            return
+        report = outcome.get_result()
+        if call.when == "setup" and report.passed:
+            return
+        key, label, name = info
+        result = self.results[key]
+        excinfo = call.excinfo
+        if excinfo is not None and excinfo.errisinstance(pytest.skip.Exception) and label is None:
+            return
+        if excinfo is None:
+            if label:
+                result.record(label, "passed")
+        else:
+            status, message = failure(item, excinfo, label)
+            if label:
+                result.record(label, status, message)
+            else:
+                result.problems.append(f"{name}: {message}")
+        self.save()
+
+    def pytest_sessionfinish(self, session, exitstatus):
+        for result in self.results.values():
+            if result.state == "running":
+                result.state = "done"
+        self.save()
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if not self.results:
+            return
+        terminalreporter.section("celerylab scorecard")
+        for result in self.results.values():
+            try:
+                name = os.path.relpath(result.notebook)
+            except ValueError:
+                name = result.notebook
+            terminalreporter.write_line(format_card(result, name))
