@@ -352,10 +352,16 @@ class FlowState:
         task._key = key
 
     def _run_event(self, state: str, ts: float, task: TaskInfo, hostname: str) -> None:
+        """Keep the Gantt runs. A worker sends a task's events from different threads (and
+        connections), so a retry's task-started can overtake the task-retried of the run
+        before it: events are matched to runs by time, not by arrival."""
         slots = self._slots[hostname]
         if state == "started":
-            if task.uuid in self._open:
-                return
+            old = self._open.get(task.uuid)
+            if old is not None:
+                if ts <= old.start:
+                    return                  # a duplicate
+                self._close(old, ts, "retried", task, slots)   # its end event is still on the way
             try:
                 slot = slots.index(None)
                 slots[slot] = task.uuid
@@ -368,22 +374,29 @@ class FlowState:
             if len(self.runs) > self.max_runs:
                 del self.runs[: len(self.runs) // 4]
         elif state in ("retried",) + FINAL_STATES:
-            run = self._open.pop(task.uuid, None)
-            if run is not None:
-                run.end = max(ts, run.start)
-                run.outcome = state
-                if state in ("failed", "retried"):
-                    run.exception = str(task.exception) if task.exception else None
-                if 0 <= run.slot < len(slots) and slots[run.slot] == task.uuid:
-                    slots[run.slot] = None
-                slot = run.slot
-            else:
-                slot = 0
+            run = self._open.get(task.uuid)
+            if run is not None and ts >= run.start:
+                del self._open[task.uuid]
+                self._close(run, ts, state, task, slots)
+            else:                           # late news of an earlier run, or a task never started
+                run = next((r for r in reversed(self.runs[-1000:])
+                            if r.uuid == task.uuid and r.start <= ts and r is not self._open.get(task.uuid)), None)
+                if run is not None:
+                    run.end, run.outcome = max(ts, run.start), state
+            slot = run.slot if run is not None else 0
             if state != "succeeded":
                 self.marks.append(Mark(time=ts, kind=state, hostname=hostname, slot=slot, uuid=task.uuid,
                                        name=task.name))
                 if len(self.marks) > self.max_runs:
                     del self.marks[: len(self.marks) // 4]
+
+    def _close(self, run: Run, ts: float, outcome: str, task: TaskInfo, slots: list) -> None:
+        run.end = max(ts, run.start)
+        run.outcome = outcome
+        if outcome in ("failed", "retried"):
+            run.exception = str(task.exception) if task.exception else None
+        if 0 <= run.slot < len(slots) and slots[run.slot] == task.uuid:
+            slots[run.slot] = None
 
     def note_priority(self, task_id: str, priority: int | None) -> None:
         if priority is None or not task_id:

@@ -106,8 +106,11 @@ def test_retried_and_revoked_events(app):
 
 
 def test_start_stop_restart_leaves_no_thread_or_connection(app, embedded):
+    from celery.signals import before_task_publish
+
     client = redis.Redis.from_url(embedded.url)
     baseline_threads = watch_threads()
+    baseline_receivers = len(before_task_publish.receivers)
     baseline_clients = len(client.client_list())
     for _ in range(3):
         w = Watcher(app).start()
@@ -126,6 +129,7 @@ def test_start_stop_restart_leaves_no_thread_or_connection(app, embedded):
         w.wait_for(lambda s: s.states["succeeded"] >= 1)
     w.stop()
     assert watch_threads() == baseline_threads
+    assert len(before_task_publish.receivers) == baseline_receivers
     client.close()
 
 
@@ -249,3 +253,19 @@ def test_state_handles_out_of_order_events():
     assert fs.runs[0].outcome == "succeeded" and fs.runs[0].slot == 0
     fs.apply({"type": "mystery"})
     assert len(fs.timeline) == 4
+
+
+def test_runs_survive_a_started_that_overtakes_the_retried_before_it():
+    """Seen live: a worker's task-started (retry 1) can arrive before task-retried (run 0)."""
+    fs = FlowState()
+    ev = lambda t, ts, **kw: fs.apply({"type": t, "uuid": "u", "hostname": "w@h", "timestamp": ts, **kw})  # noqa: E731
+    ev("task-received", 1.0, name="n", retries=0)
+    ev("task-started", 1.1)
+    ev("task-received", 1.3, retries=1)
+    ev("task-started", 1.5)                         # run 1 starts ...
+    ev("task-retried", 1.2, exception="E()")        # ... before run 0's retry is heard of
+    ev("task-succeeded", 1.6, runtime=0.1)
+    assert [(r.start, r.end, r.outcome, r.slot) for r in fs.runs] == [(1.1, 1.2, "retried", 0),
+                                                                      (1.5, 1.6, "succeeded", 0)]
+    assert [m.kind for m in fs.marks] == ["retried"]
+    assert fs.summary().states["succeeded"] == 1
