@@ -1,0 +1,194 @@
+"""Tasks and helpers for notebooks/04_priority_routing.ipynb: routing, priority bands, prefetch.
+
+Every task records one :class:`Run` (what, which worker, which queue, when) in :data:`runs`.
+The lesson's workers run in the kernel, so the notebook reads the same list.
+
+Apps:
+
+* :data:`app`: Celery's defaults for priority on Redis (bands ``[0, 3, 6, 9]``);
+* :data:`full_app`: every priority 0-9 its own band (``priority_steps=list(range(10))``),
+  on its own queue ``full`` so the two never share a list.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import celerylab
+from celerylab import queues
+from celerylab.side_by_side import run_worker, start_worker, stop_all  # noqa: F401 - used by the lesson
+
+app = celerylab.create_app("l04_priority_routing")
+
+FULL_RANGE = {"priority_steps": list(range(10)), "queue_order_strategy": "priority"}
+full_app = celerylab.create_app("l04_full_range", task_default_queue="full", broker_transport_options=FULL_RANGE)
+
+
+@dataclass(frozen=True)
+class Run:
+    task: str
+    label: str
+    queue: str | None  # the queue the worker took it from
+    thread: int        # the pool thread that ran it (see :func:`worker_names`)
+    started: float     # time.monotonic()
+    finished: float
+
+
+class Runs:
+    """Thread-safe log of task executions."""
+
+    def __init__(self):
+        self._items: list[Run] = []
+        self._cond = threading.Condition()
+
+    def add(self, run: Run) -> None:
+        with self._cond:
+            self._items.append(run)
+            self._cond.notify_all()
+
+    def clear(self) -> None:
+        with self._cond:
+            self._items.clear()
+
+    @property
+    def items(self) -> list[Run]:
+        with self._cond:
+            return list(self._items)
+
+    def labels(self) -> list[str]:
+        """Labels in the order the tasks *started*."""
+        return [r.label for r in sorted(self.items, key=lambda r: r.started)]
+
+    def wait_for(self, n: int, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self._items) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.1))
+            return True
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+runs = Runs()
+
+
+def _record(task, label, seconds=0.0):
+    started = time.monotonic()
+    if seconds:
+        time.sleep(seconds)
+    info = task.request.delivery_info or {}
+    runs.add(Run(task.name, str(label), info.get("routing_key"), threading.get_ident(), started, time.monotonic()))
+    return label
+
+
+def worker_names(*workers) -> dict[int, str]:
+    """``{pool thread id: worker name}`` for running in-kernel workers (call before stopping them).
+
+    (Inside a threads-pool worker, Celery sets ``self.request.hostname`` to the machine's name,
+    not the worker's node name, so the lesson tells its workers apart by their pool threads.)
+    """
+    names = {}
+    for w in workers:
+        executor = getattr(w.controller.pool, "executor", None)
+        for t in getattr(executor, "_threads", ()):
+            names[t.ident] = w.hostname.split("@", 1)[0]
+    return names
+
+
+# -- routing ------------------------------------------------------------------------------------
+@app.task(bind=True, name="l04.resize_image")
+def resize_image(self, name):
+    """Pretend to resize an image (slow, CPU-heavy work in real life)."""
+    return _record(self, name, 0.05)
+
+
+@app.task(bind=True, name="l04.send_email")
+def send_email(self, to):
+    """Pretend to send an email (fast, urgent work)."""
+    return _record(self, to)
+
+
+# -- priority -----------------------------------------------------------------------------------
+@app.task(bind=True, name="l04.job")
+def job(self, label):
+    return _record(self, label, 0.01)
+
+
+@full_app.task(bind=True, name="l04full.job")
+def full_job(self, label):
+    return _record(self, label, 0.01)
+
+
+# -- prefetch and head-of-line blocking -----------------------------------------------------------
+@app.task(bind=True, name="l04.work")
+def work(self, label, seconds):
+    """Early ack (Celery's default): the message is acknowledged when the task starts."""
+    return _record(self, label, seconds)
+
+
+@app.task(bind=True, name="l04.work_late", acks_late=True)
+def work_late(self, label, seconds):
+    """Late ack: the message is acknowledged when the task has finished."""
+    return _record(self, label, seconds)
+
+
+@dataclass
+class Blocking:
+    """What one head-of-line experiment measured."""
+
+    setting: str
+    held_by_a: int          # messages worker A had taken when B started (running + prefetched)
+    stuck: int              # short tasks A ran after the long one finished (they waited behind it)
+    shorts_on_a: int
+    shorts_on_b: int
+    worst_wait: float       # seconds from sending to starting, worst short task
+
+
+def head_of_line(task, prefetch_multiplier: int, queue: str, long_seconds: float = 0.6,
+                 shorts: int = 6, short_seconds: float = 0.02) -> Blocking:
+    """Two workers, one slot each, both ``prefetch_multiplier``: who runs the short tasks?
+
+    1. queue one long task, then ``shorts`` short ones, while no worker consumes ``queue``;
+    2. start worker A; wait until it has stopped taking messages;
+    3. start worker B; wait until every task ran; stop both.
+
+    Short tasks that A took (prefetched) wait behind the long one although B is idle.
+    """
+    runs.clear()
+    sent = time.monotonic()
+    task.apply_async(("long", long_seconds), queue=queue)
+    for i in range(shorts):
+        task.apply_async((f"short-{i + 1}", short_seconds), queue=queue)
+    total = shorts + 1
+    a = start_worker(task.app, concurrency=1, queues=[queue], hostname=f"A-{queue}@kernel",
+                     prefetch_multiplier=prefetch_multiplier)
+    b = None
+    try:
+        queues.wait_until(lambda: any(r.label == "long" for r in runs.items) or
+                          queues.queue_length(task.app, queue) < total, timeout=5)
+        held = total - queues.wait_settled(task.app, queue, quiet=0.15, timeout=2)
+        b = start_worker(task.app, concurrency=1, queues=[queue], hostname=f"B-{queue}@kernel",
+                         prefetch_multiplier=prefetch_multiplier)
+        runs.wait_for(total, timeout=10)
+        names = worker_names(a, b)
+    finally:
+        stop_all(a, b)
+    items = runs.items
+    long_run = next(r for r in items if r.label == "long")
+    short_runs = [r for r in items if r.label != "long"]
+    on_a = [r for r in short_runs if names.get(r.thread, "").startswith("A-")]
+    stuck = [r for r in on_a if r.started >= long_run.finished - 0.005]
+    return Blocking(
+        setting=f"prefetch_multiplier={prefetch_multiplier}, {'acks_late' if task.acks_late else 'early ack'}",
+        held_by_a=held, stuck=len(stuck),
+        shorts_on_a=sum(1 for r in short_runs if names.get(r.thread, "").startswith("A-")),
+        shorts_on_b=sum(1 for r in short_runs if names.get(r.thread, "").startswith("B-")),
+        worst_wait=max((r.started - sent for r in short_runs), default=0.0))
+
+
+app.set_current()  # the lesson's main app stays Celery's current app
