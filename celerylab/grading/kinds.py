@@ -82,9 +82,9 @@ class BehaviourCheck(Exercise):
             raise ExerciseIncorrect(f"{call} returned an AsyncResult, but no task message was sent for it")
         return published[0]
 
-    def send(self, trial: Trial, task, args=(), kwargs=None) -> Event:
-        """Send the learner's task with ``delay`` (bounded) and return its publish event."""
-        call = fmt_call(f"{short(task.name)}.delay", args, kwargs)
+    def send(self, trial: Trial, task, args=(), kwargs=None, name: str | None = None) -> Event:
+        """Send the learner's task (``name`` in the notebook) with ``delay``; its publish event."""
+        call = fmt_call(f"{name or short(task.name)}.delay", args, kwargs)
         return self.sent(trial, call, self.run_learner(trial, call, task.delay, *args, **(kwargs or {})))
 
     def failed(self, call: str, exc: BaseException | None):
@@ -133,7 +133,7 @@ class TaskReturns(BehaviourCheck):
     def _check(self, ns):
         task = self.task_named(ns, self.task)
         with self.trial() as trial:
-            sent = [(args, expected, self.send(trial, task, args)) for args, expected in self.cases]
+            sent = [(args, expected, self.send(trial, task, args, name=self.task)) for args, expected in self.cases]
             outcomes = trial.run(task.app, [pub.task_id for _, _, pub in sent])
             for args, expected, pub in sent:
                 call = fmt_call(self.task, args)
@@ -205,7 +205,7 @@ class RetriesOn(BehaviourCheck):
         self.prepare()
         lo, hi = self.window
         with self.trial() as trial:
-            sent = [(s, self.send(trial, task, s.args)) for s in self.scenarios]
+            sent = [(s, self.send(trial, task, s.args, name=self.task)) for s in self.scenarios]
             ids = [pub.task_id for _, pub in sent]
 
             def too_late(rec) -> bool:  # don't wait for a retry planned minutes ahead
@@ -335,7 +335,7 @@ class DeadLetters(BehaviourCheck):
         client = self._redis(task.app)
         client.delete(self.list_key)
         with self.trial() as trial:
-            sent = [(args, fails, self.send(trial, task, args)) for args, fails in self.calls]
+            sent = [(args, fails, self.send(trial, task, args, name=self.task)) for args, fails in self.calls]
             outcomes = trial.run(task.app, [pub.task_id for _, _, pub in sent])
             failures = 0
             for args, fails, pub in sent:

@@ -1,0 +1,381 @@
+"""Graded exercises: each check kind on a real in-process worker, with right and wrong answers.
+
+The learner's "notebook" here is a dict of names (``check(namespace=...)``); the notebooks
+themselves are tested in test_labs.py.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+import celerylab
+from celerylab.exercises import l00_first_tasks as lab00
+from celerylab.grading import (Attempts, DeadLetters, ExerciseError, ExerciseIncorrect, ExerciseNotAttempted,
+                               PriorityOrder, RetriesOn, RoutesToQueue, TaskReturns, ____, call_with_deadline)
+
+
+@pytest.fixture(scope="module")
+def app():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("CELERYLAB_BROKER_URL", raising=False)
+        app = celerylab.create_app("grading-tests")
+        yield app
+        celerylab.cleanup()
+
+
+def outcome_of(exercise, ns, timeout=None):
+    """The one line a learner would see, and how the check ended."""
+    if timeout is not None:
+        exercise.timeout = timeout
+    try:
+        exercise.check(ns)
+    except ExerciseError as exc:
+        assert isinstance(exc, AssertionError)
+        return exc.outcome, str(exc)
+    return "correct", None
+
+
+def no_grader_threads_left():
+    names = [t.name for t in threading.enumerate()]
+    return not any(n.startswith(("celerylab-grader", "celerylab-check-call")) for n in names), names
+
+
+# -- lab 00: the solutions pass, with fixed output ---------------------------------------
+@pytest.fixture(scope="module")
+def solved(app):
+    flaky_download = lab00.flaky_download
+
+    @app.task(name="t.add")
+    def add(x, y):
+        print("a learner's debug print", x, y)  # must not change the check's output
+        return x + y
+
+    @app.task(name="t.make_report")
+    def make_report(n):
+        return f"report {n}"
+
+    def send_report(n):
+        return make_report.apply_async(args=[n], queue="reports")
+
+    @app.task(name="t.fetch", bind=True)
+    def fetch(self, url):
+        try:
+            return flaky_download(url)
+        except ConnectionError as exc:
+            raise self.retry(exc=exc, countdown=0.5, max_retries=1)
+
+    return {"add": add, "make_report": make_report, "send_report": send_report, "fetch": fetch}
+
+
+def test_solutions_pass_with_one_fixed_line_each(solved, capsys):
+    for q in (lab00.q1, lab00.q2, lab00.q3):
+        q.check(solved)
+    assert capsys.readouterr().out.splitlines() == [
+        "Correct: q1: add runs on a worker and returns the sum.",
+        "Correct: q2: send_report sends make_report to the 'reports' queue, and a worker there runs it.",
+        "Correct: q3: fetch retries once, half a second after a ConnectionError, and fails at once on other errors.",
+    ]
+
+
+def test_check_reads_the_callers_globals(solved, capsys):
+    globals_before = dict(globals())
+    globals().update(solved)
+    try:
+        lab00.q1.check()
+    finally:
+        globals().clear()
+        globals().update(globals_before)
+    assert capsys.readouterr().out == "Correct: q1: add runs on a worker and returns the sum.\n"
+
+
+def test_hints_and_solution_are_fixed_text(capsys):
+    lab00.q1.hint()
+    lab00.q1.hint(2)
+    lab00.q1.hint(5)
+    lab00.q1.solution()
+    out = capsys.readouterr().out
+    assert out.startswith("Hint 1 of 2 for q1 (more: q1.hint(2)):\nA task is a function")
+    assert "Hint 2 of 2 for q1:\n" in out
+    assert "q1 has hints 1 to 2: try q1.hint(2).\n" in out
+    assert "Solution for q1:\n@app.task\ndef add(x, y):\n    return x + y\n" in out
+
+
+def test_an_exercise_error_renders_as_one_line_in_a_notebook():
+    exc = ExerciseIncorrect("add(2, 3) returned 6 (an int)", label="q1")
+    assert isinstance(exc, AssertionError)
+    assert exc._render_traceback_() == ["\x1b[0;31mExerciseIncorrect\x1b[0m: q1: add(2, 3) returned 6 (an int)"]
+
+
+# -- q1: a task's value, type, failure, hang ----------------------------------------------
+def test_q1_wrong_answers_get_their_message(app):
+    @app.task(name="t.add_sub")
+    def add_sub(x, y):
+        return x - y
+
+    @app.task(name="t.add_str")
+    def add_str(x, y):
+        return f"{x}{y}"
+
+    @app.task(name="t.add_raises")
+    def add_raises(x, y):
+        return x + None
+
+    @app.task(name="t.add_nie")
+    def add_nie(x, y):
+        raise NotImplementedError()
+
+    @app.task(name="t.add_set")
+    def add_set(x, y):
+        return {x, y}
+
+    def plain(x, y):
+        return x + y
+
+    q1 = lab00.AddTask("q1")
+    cases = [
+        ({"add": add_sub}, ("incorrect", "q1: add(2, 3) returned -1 (an int), which is not the sum of its arguments")),
+        ({"add": add_str}, ("incorrect", "q1: add(2, 3) returned '23' (a str); an int or a float was expected")),
+        ({"add": add_raises}, ("incorrect", "q1: add(2, 3) raised TypeError: unsupported operand type(s) for +: "
+                                            "'int' and 'NoneType' on the worker")),
+        ({"add": add_set}, ("incorrect", "q1: add(2, 3) returned a value the worker cannot send back as JSON "
+                                         "(TypeError: Object of type set is not JSON serializable)")),
+        ({"add": plain}, ("incorrect", "q1: `add` is a plain function, not a Celery task: decorate it with @app.task")),
+        ({"add": add_nie}, ("not attempted", "q1: `add` still raises NotImplementedError: write your code there")),
+        ({"add": ____}, ("not attempted", "q1: `add` is still ____: replace the blank with your answer")),
+        ({}, ("not attempted", "q1: `add` is not defined yet: write it in the cell above and run that cell")),
+    ]
+    for ns, expected in cases:
+        assert outcome_of(q1, ns) == expected
+
+
+def test_q1_an_endless_loop_is_stopped_and_the_process_carries_on(app):
+    @app.task(name="t.add_loop")
+    def add_loop(x, y):
+        while True:
+            pass
+
+    started = time.monotonic()
+    assert outcome_of(lab00.AddTask("q1"), {"add": add_loop}, timeout=1.5) == (
+        "incorrect", "q1: add(2, 3) was still running on the worker after 1.5 s: look for an endless loop or a long sleep")
+    assert time.monotonic() - started < 6
+    ok, names = no_grader_threads_left()
+    assert ok, names
+
+
+def test_a_task_blocked_in_c_is_left_behind_with_a_clear_message(app):
+    @app.task(name="t.add_sleep")
+    def add_sleep(x, y):
+        time.sleep(2)
+        return x + y
+
+    q1 = lab00.AddTask("q1")
+    q1.stop_timeout = 0.3
+    status, message = outcome_of(q1, {"add": add_sleep}, timeout=0.5)
+    assert status == "incorrect"
+    assert message.endswith("was still running on the worker after 0.5 s: look for an endless loop or a long sleep "
+                            "(it is still running in this kernel: restart the kernel to stop it)")
+    assert "grader" not in " ".join(celerylab.where()["running"])  # out of cleanup(): exit won't wait for it
+    deadline = time.monotonic() + 10  # the sleep ends, then that worker stops by itself
+    while not no_grader_threads_left()[0] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert no_grader_threads_left()[0]
+
+
+def test_a_task_that_runs_eagerly_is_not_on_a_worker(app):
+    eager = celerylab.create_app("grading-tests-eager", task_always_eager=True)
+    app.set_current()
+
+    @eager.task(name="t.add_eager")
+    def add(x, y):
+        return x + y
+
+    assert outcome_of(lab00.AddTask("q1"), {"add": add}) == (
+        "incorrect", "q1: add.delay(2, 3) ran the task here in the notebook (eagerly), not on a worker: "
+                     "is task_always_eager on?")
+
+
+# -- q2: the queue a message went to -------------------------------------------------------
+def test_q2_wrong_answers_get_their_message(app, solved):
+    make_report = solved["make_report"]
+
+    def with_delay(n):
+        return make_report.delay(n)
+
+    def typo(n):
+        return make_report.apply_async(args=[n], queue="report")
+
+    def direct(n):
+        return make_report(n)
+
+    def no_return(n):
+        make_report.apply_async(args=[n], queue="reports")
+
+    def not_written(n):
+        raise NotImplementedError()
+
+    q2 = lab00.SendToReports("q2")
+    cases = [
+        (with_delay, ("incorrect", "q2: send_report(7) sent make_report to the queue 'celery', not to 'reports'")),
+        (typo, ("incorrect", "q2: send_report(7) sent make_report to the queue 'report', not to 'reports'")),
+        (direct, ("incorrect", "q2: send_report(7) returned 'report 7' (a str), not an AsyncResult: a task called "
+                               "like a function runs here in the notebook; delay() or apply_async() sends it")),
+        (no_return, ("incorrect", "q2: send_report(7) returned None: return the AsyncResult you get when you send "
+                                  "the task")),
+        (not_written, ("not attempted", "q2: `send_report` still raises NotImplementedError: write your code there")),
+    ]
+    for sender, expected in cases:
+        assert outcome_of(q2, {"send_report": sender, "make_report": make_report}) == expected
+
+
+def test_q2_a_sender_that_never_returns_is_abandoned(solved):
+    def spin(n):
+        while True:
+            pass
+
+    assert outcome_of(lab00.SendToReports("q2"), {"send_report": spin, "make_report": solved["make_report"]},
+                      timeout=1) == (
+        "incorrect", "q2: send_report(7) did not return within 1 s: look for an endless loop or a call that waits")
+    ok, names = no_grader_threads_left()
+    assert ok, names
+
+
+# -- q3: retries counted and spaced --------------------------------------------------------
+def test_q3_wrong_retry_behaviour_gets_its_message(app):
+    download = lab00.flaky_download
+
+    @app.task(name="t.fetch_no_retry", bind=True)
+    def no_retry(self, url):
+        return download(url)
+
+    @app.task(name="t.fetch_default_delay", bind=True)
+    def default_delay(self, url):
+        try:
+            return download(url)
+        except ConnectionError as exc:
+            raise self.retry(exc=exc, max_retries=1)
+
+    @app.task(name="t.fetch_three", bind=True)
+    def three_retries(self, url):
+        try:
+            return download(url)
+        except ConnectionError as exc:
+            raise self.retry(exc=exc, countdown=0.5)
+
+    @app.task(name="t.fetch_everything", bind=True)
+    def everything(self, url):
+        try:
+            return download(url)
+        except Exception as exc:
+            raise self.retry(exc=exc, countdown=0.5, max_retries=1)
+
+    @app.task(name="t.fetch_no_exc", bind=True)
+    def no_exc(self, url):
+        try:
+            return download(url)
+        except ConnectionError:
+            raise self.retry(countdown=0.5, max_retries=1)
+
+    @app.task(name="t.fetch_at_once", bind=True)
+    def at_once(self, url):
+        try:
+            return download(url)
+        except ConnectionError as exc:
+            raise self.retry(exc=exc, countdown=0, max_retries=1)
+
+    flaky, down = "fetch('https://example.com/flaky')", "fetch('https://example.com/down')"
+    cases = [
+        (no_retry, f"q3: {flaky} raised ConnectionError and was never retried (a server that fails once)"),
+        (default_delay, f"q3: {flaky} failed and its retry was planned 180 s later; retry after about 0.5 s"),
+        (three_retries, f"q3: {down} was retried 3 times (a server that stays down); it should be retried 1 time"),
+        (everything, "q3: fetch('example.com') was retried 1 time after ValueError (not a URL): "
+                     "it should fail at once, without a retry"),
+        (no_exc, f"q3: {down} ended with MaxRetriesExceededError (a server that stays down); "
+                 f"after its last retry it should fail with the original ConnectionError"),
+        (at_once, f"q3: {flaky} was retried 0.0 s after it failed; wait about 0.5 s before the retry"),
+    ]
+    for task, expected in cases:
+        assert outcome_of(lab00.RetryOnce("q3"), {"fetch": task}) == ("incorrect", expected)
+
+
+# -- the other reusable kinds: priority order, dead letters --------------------------------
+class JobsByPriority(PriorityOrder):
+    sender = "send_jobs"
+    expected = ["urgent", "normal", "low"]
+    wrong_order = "on Redis, priority 0 runs first"
+
+
+def test_priority_order_is_observed_on_one_worker_slot(app):
+    @app.task(name="t.job")
+    def job(name):
+        return name
+
+    def by_priority():
+        return [job.apply_async(args=[n], priority=p, queue="jobs") for n, p in (("low", 9), ("normal", 5), ("urgent", 0))]
+
+    def fifo():
+        return [job.apply_async(args=[n], queue="jobs") for n in ("low", "normal", "urgent")]
+
+    q = JobsByPriority("q4")
+    assert outcome_of(q, {"send_jobs": by_priority}) == ("correct", None)
+    assert outcome_of(q, {"send_jobs": fifo}) == (
+        "incorrect", "q4: one worker ran them in the order ['low', 'normal', 'urgent']: on Redis, priority 0 runs first")
+    assert outcome_of(q, {"send_jobs": lambda: [job(n) for n in ("urgent", "normal", "low")]}) == (
+        "incorrect", "q4: send_jobs() sent no task messages")
+
+
+class ChargeDeadLetters(DeadLetters):
+    task = "charge"
+    calls = [((10,), False), ((-5,), True), ((-7,), True)]
+    list_key = "dead_letters"
+
+
+def test_dead_letters_land_in_the_list_only_for_failures(app):
+    import redis
+
+    client = redis.Redis.from_url(app.conf.broker_url)
+
+    class DeadLettering(app.Task):
+        def on_failure(self, exc, task_id, args, kwargs, einfo):
+            client.rpush("dead_letters", json.dumps({"task_id": task_id, "args": args, "error": repr(exc)}))
+
+    @app.task(name="t.charge_dlq", base=DeadLettering)
+    def charge(amount):
+        if amount < 0:
+            raise ValueError("negative amount")
+        return amount
+
+    @app.task(name="t.charge_plain")
+    def plain(amount):
+        if amount < 0:
+            raise ValueError("negative amount")
+        return amount
+
+    q = ChargeDeadLetters("q5")
+    assert outcome_of(q, {"charge": charge}) == ("correct", None)
+    assert outcome_of(q, {"charge": plain}) == (
+        "incorrect", "q5: nothing landed in the dead-letter list 'dead_letters' after 2 tasks failed")
+
+
+def test_call_with_deadline_reports_value_error_and_timeout():
+    assert call_with_deadline(lambda: 5, timeout=1).value == 5
+    assert isinstance(call_with_deadline(lambda: 1 / 0, timeout=1).error, ZeroDivisionError)
+
+    def spin():
+        while True:
+            pass
+
+    got = call_with_deadline(spin, timeout=0.2)
+    assert got.timed_out
+    assert not any(t.name == "celerylab-check-call" for t in threading.enumerate())
+
+
+def test_kinds_are_configured_by_class_attributes():
+    assert issubclass(lab00.AddTask, TaskReturns)
+    assert issubclass(lab00.SendToReports, RoutesToQueue)
+    assert issubclass(lab00.RetryOnce, RetriesOn)
+    assert all(isinstance(s, Attempts) for s in lab00.RetryOnce.scenarios)
+    assert [lab00.q1.label, lab00.q2.label, lab00.q3.label] == ["q1", "q2", "q3"]
+    assert ExerciseNotAttempted("x").outcome == "not attempted"
