@@ -194,6 +194,7 @@ class Summary:
     workers: dict                               # hostname -> WorkerSummary
     flows: dict                                 # (queue, band, hostname, state) -> tasks
     errors: tuple = ()                          # receiver problems, newest last
+    banded: bool = True                         # the broker has priority bands (Redis)
 
     def line(self) -> str:
         """One deterministic text line: the counts, no times or ids."""
@@ -431,7 +432,8 @@ class FlowState:
                        for h, w in self._workers.items()}
             return Summary(tasks=tasks, states=states, events=dict(self._events), in_flight=in_flight,
                            queues=queues, bands={q: b for q, b in bands.items() if b}, workers=workers,
-                           flows=dict(self._flows), errors=tuple(self.errors[-3:]))
+                           flows=dict(self._flows), errors=tuple(self.errors[-3:]),
+                           banded=len(self.priority_steps) > 1)
 
     def gantt(self, last: int = 500) -> tuple[list[Run], list[Mark]]:
         """Copies of the newest ``last`` runs and marks (for drawing outside the lock)."""

@@ -105,7 +105,7 @@ def flow_html(summary: Summary, depths: dict | None = None, live: bool = True, t
         band_list = sorted(set(bands) | {b for b, v in queue_depths.items() if v})
         if depths:
             waiting = sum(queue_depths.values())
-        for b in band_list:
+        for b in band_list if s.banded else ():
             row = f'band {b}{" (highest)" if b == 0 else ""}: sent {bands.get(b, 0)}'
             if depths:
                 row += f", waiting {queue_depths.get(b, 0)}"
