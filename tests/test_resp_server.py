@@ -24,6 +24,12 @@ def server():
     srv.stop()
 
 
+@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
+def protocol(request):
+    """The RESP version the client negotiates (redis-py 8 defaults to 3; kombu's clients use 3)."""
+    return request.param
+
+
 def client(srv: EmbeddedRedisServer, **kwargs) -> redis.Redis:
     return redis.Redis(host=srv.host, port=srv.port, socket_timeout=5, **kwargs)
 
@@ -60,8 +66,8 @@ def wait_blocked(srv: EmbeddedRedisServer, count: int = 1, timeout: float = 5) -
         time.sleep(0.002)
 
 
-def test_set_get_round_trip(server):
-    r = client(server)
+def test_set_get_round_trip(server, protocol):
+    r = client(server, protocol=protocol)
     assert r.set("greeting", "hello") is True
     assert r.get("greeting") == b"hello"
     assert r.get("missing") is None
@@ -86,8 +92,8 @@ def test_binds_loopback_and_sets_nodelay(server):
     pytest.param(lambda r: r.evalsha("0" * 40, 0), id="noscript"),
     pytest.param(lambda r: r.execute_command("GET"), id="wrong-arity"),
 ])
-def test_error_reply_keeps_the_connection(server, failing):
-    r = client(server)
+def test_error_reply_keeps_the_connection(server, failing, protocol):
+    r = client(server, protocol=protocol)
     before = r.client_id()
     with pytest.raises(redis.ResponseError) as caught:
         failing(r)
@@ -105,8 +111,8 @@ def test_error_replies_carry_redis_error_codes(server):
     sock.close()
 
 
-def test_pipeline_replies_in_order(server):
-    r = client(server)
+def test_pipeline_replies_in_order(server, protocol):
+    r = client(server, protocol=protocol)
     pipe = r.pipeline(transaction=False)
     for i in range(200):
         pipe.set(f"k{i}", i)
@@ -140,8 +146,8 @@ def test_request_split_across_writes(server):
     sock.close()
 
 
-def test_multi_exec(server):
-    r = client(server)
+def test_multi_exec(server, protocol):
+    r = client(server, protocol=protocol)
     pipe = r.pipeline(transaction=True)
     pipe.set("counter", 10).incr("counter").lpush("queue", "a", "b").get("counter")
     assert pipe.execute() == [True, 11, 2, b"11"]
@@ -155,9 +161,9 @@ def test_multi_exec(server):
     assert r.client_id() == before
 
 
-def test_brpop_does_not_block_others_and_wakes_promptly(server):
-    blocked = client(server)
-    other = client(server)
+def test_brpop_does_not_block_others_and_wakes_promptly(server, protocol):
+    blocked = client(server, protocol=protocol)
+    other = client(server, protocol=protocol)
     got: list = []
     woke_at: list[float] = []
 
@@ -174,7 +180,7 @@ def test_brpop_does_not_block_others_and_wakes_promptly(server):
     pushed_at = time.perf_counter()
     other.lpush("jobs", "job-1")
     thread.join(5)
-    assert got == [(b"jobs", b"job-1")]
+    assert [list(g) for g in got] == [[b"jobs", b"job-1"]]  # a tuple in RESP2, a list in RESP3
     assert woke_at[0] - pushed_at < 0.05
     assert other.llen("jobs") == 0
 
@@ -191,8 +197,8 @@ def test_commands_behind_a_parked_brpop_wait_their_turn(server):
     sock.close()
 
 
-def test_brpop_timeout_returns_none(server):
-    r = client(server)
+def test_brpop_timeout_returns_none(server, protocol):
+    r = client(server, protocol=protocol)
     started = time.perf_counter()
     assert r.brpop(["nothing"], timeout=0.2) is None
     elapsed = time.perf_counter() - started
@@ -216,9 +222,9 @@ def test_disconnected_brpop_does_not_eat_later_pushes(server):
     assert r.lrange("work", 0, -1) == [b"precious"]
 
 
-def test_publish_reaches_subscriber_promptly_and_in_order(server):
-    r = client(server)
-    pubsub = client(server).pubsub()
+def test_publish_reaches_subscriber_promptly_and_in_order(server, protocol):
+    r = client(server, protocol=protocol)
+    pubsub = client(server, protocol=protocol).pubsub()
     pubsub.subscribe("news")
     assert pubsub.get_message(timeout=1)["type"] == "subscribe"
     started = time.perf_counter()
@@ -361,3 +367,18 @@ def test_server_without_hiredis(monkeypatch):
         assert read_until(sock, b"-ERR Protocol error", timeout=2).startswith(b"-ERR Protocol error")
         sock.close()
         assert r.get("k") == b"v" * 100_000
+
+
+def test_acl_changes_apply_to_open_connections(server):
+    admin = client(server)
+    learner = client(server)
+    assert learner.set("k", "v") and learner.get("k") == b"v"  # default user: unrestricted
+    admin.execute_command("ACL", "SETUSER", "default", "reset", "on", "nopass", "~*", "&*",
+                          "+set", "+acl", "+multi", "+exec", "+client")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        learner.get("k")  # the same connection is checked again after ACL SETUSER
+    assert learner.set("k", "w") is True
+    pipe = admin.pipeline(transaction=True)  # an ACL change inside MULTI/EXEC counts too
+    pipe.execute_command("ACL", "SETUSER", "default", "+get")
+    pipe.execute()
+    assert learner.get("k") == b"w"
