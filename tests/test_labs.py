@@ -86,6 +86,12 @@ def test_a_solution_whose_check_does_not_pass_cannot_make_a_lab():
                                                                traceback=[])]
     with pytest.raises(CeleryLabError, match="check cell for q2 has no passing output"):
         labs.make_lab(broken, "00_first_tasks")
+    extra = copy.deepcopy(solution)
+    q4 = copy.deepcopy(cell(extra, "q3-check"))
+    q4.id, q4.metadata["tags"] = "q4-check", ["check", "exercise:q4"]
+    extra.cells.append(q4)
+    with pytest.raises(CeleryLabError, match="check cells q1, q2, q3, q4 do not match the exercises q1, q2, q3"):
+        labs.make_lab(extra, "00_first_tasks")
 
 
 # -- nbval: the solution passes, the unsolved lab fails exactly its checks ------------------

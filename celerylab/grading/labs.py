@@ -98,7 +98,7 @@ def lab_name(nb, path: Path | None = None) -> str | None:
     if name:
         return name
     if path is not None:
-        match = re.search(r"(\d\d_[A-Za-z0-9_]+?)(?:[-.]|$)", Path(path).stem)
+        match = re.search(r"(\d\d_[A-Za-z0-9_]+?)(?:[-. (]|$)", Path(path).stem)
         if match:
             return match.group(1)
     return None
@@ -154,6 +154,16 @@ def make_lab(solution, name: str, where: str = "solution") -> nbformat.NotebookN
         if not check_passed(cell):
             raise CeleryLabError(f"{where}: the check cell for {label} has no passing output; run the solution "
                                  f"notebook first (python -m celerylab.grading.labs --execute)")
+    module = exercise_module(lab)
+    if module:
+        import importlib
+
+        from .exercise import exercises_in
+
+        declared = list(exercises_in(importlib.import_module(module)))
+        if declared != list(checks):
+            raise CeleryLabError(f"{where}: check cells {', '.join(checks)} do not match the exercises "
+                                 f"{', '.join(declared) or 'none'} of {module}")
     cells = []
     for n, cell in enumerate(lab.cells, start=1):
         if SOLUTION_ONLY_TAG in tags(cell):
