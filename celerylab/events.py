@@ -633,7 +633,8 @@ class Watcher:
             if old is not None and old is not self:
                 old._replaced()
             _active[self.key] = self
-        self.t0 = time.time()
+        if self.t0 is None:          # a restart keeps the timeline's origin
+            self.t0 = time.time()
         self._stopping.clear()
         self._ready.clear()
         before_task_publish.connect(self._on_publish, weak=False)
