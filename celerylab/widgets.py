@@ -69,15 +69,19 @@ def _pills(counts: dict, order: Iterable[str]) -> str:
     return "".join(_pill(s, counts[s], COLORS.get(s, "#777")) for s in order if counts.get(s))
 
 
-def flow_html(summary: Summary, depths: dict | None = None, live: bool = True, title: str = "") -> str:
+def flow_html(summary: Summary, depths: dict | None = None, live: bool = True, title: str = "",
+              events: int | None = None) -> str:
     """The flow diagram as HTML. ``depths`` (live only): {(queue, band): n, "unacked": n}.
+    ``events``: how many events the summary includes (a ``data-events`` attribute, which the
+    latency benchmark reads at the receiving end).
 
     With ``live=False`` it holds counts only (no depths, heartbeats or times): deterministic.
     """
     s = summary
     sent = sum(sum(b.values()) for b in s.bands.values())
     head = html.escape(title or "Task flow")
-    out = [f'<div class="celerylab-flow" style="font-family:sans-serif;font-size:13px;color:#222;'
+    marker = f' data-events="{events}"' if events is not None else ""
+    out = [f'<div class="celerylab-flow"{marker} style="font-family:sans-serif;font-size:13px;color:#222;'
            f'background:#fff;padding:6px;border:1px solid #ddd;border-radius:8px">',
            f'<div style="font-weight:bold;margin-bottom:4px">{head}: {s.tasks} tasks, '
            f'in flight: {s.in_flight}</div>',
@@ -165,7 +169,9 @@ class FlowView:
     def render(self) -> str:
         sampler = self.watcher.sampler
         depths = sampler.latest() if sampler is not None else None
-        return flow_html(self.watcher.summary(), depths, live=True, title=f"Task flow of {self.watcher.app.main!r}")
+        seen = len(self.watcher.state.timeline) + self.watcher.state.dropped   # before the snapshot
+        return flow_html(self.watcher.summary(), depths, live=True, title=f"Task flow of {self.watcher.app.main!r}",
+                         events=seen)
 
     def refresh(self) -> None:
         value = self.render()
