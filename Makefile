@@ -61,6 +61,7 @@ test-browser: install
 ## Event-to-widget latency of the live views at 200 tasks/s (p95 target 200 ms).
 bench-widgets: install
 	$(PY) bench/widget_latency.py
+	$(PY) bench/widget_latency.py --in-kernel
 
 bench: install sysdeps
 	$(PY) bench/broker_throughput.py
