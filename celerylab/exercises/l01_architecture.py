@@ -1,0 +1,242 @@
+"""Exercises for labs/01_architecture.ipynb: the message on the broker, STARTED, revoke, no blocking.
+
+In the lab::
+
+    from celerylab.exercises.l01_architecture import *   # q1..q4, ____
+    q1.check(); q1.hint(); q1.hint(2); q1.solution()
+
+Every check runs the learner's code against the real broker and a real worker (the grader
+worker, in this kernel) and judges what happened there: what sits on the Redis list, which
+states the result backend recorded, whether a task ran at all.
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+from celery.result import AsyncResult
+
+from celerylab import inspect_broker
+from celerylab.grading import BehaviourCheck, bind
+from celerylab.grading.kinds import fmt_call, short
+from celerylab.grading.outcomes import ExerciseIncorrect, ____, describe, describe_exc  # noqa: F401
+from celerylab.states import FINAL, trace_states
+
+#: The queue q1 fills and no worker consumes until the check has read it.
+Q1_QUEUE = "lab01_waiting"
+
+
+def _redis(app):
+    url = app.conf.broker_url or ""
+    if not url.startswith(("redis://", "rediss://")):
+        raise ExerciseIncorrect(f"this check reads the broker's Redis lists, but the broker is {url.split(':', 1)[0]!r}")
+    return inspect_broker.redis_client(url)
+
+
+class OldestWaiting(BehaviourCheck):
+    """``oldest_waiting(queue)`` reads the oldest message on a queue's Redis list without taking it."""
+
+    function = "oldest_waiting"
+    task = "add"
+    correct = ("oldest_waiting reads the next message off the Redis list without removing it, "
+               "and a worker then runs both messages.")
+    hints = (
+        "The queue is a Redis list named after it. kombu pushes new messages on the left (LPUSH) and "
+        "workers pop from the right (BRPOP): the oldest message is the *last* element, `r.lindex(queue, -1)`. "
+        "LINDEX and LRANGE read without removing; LPOP/RPOP would take the message away from the worker.",
+        "The element is a JSON envelope: `env = json.loads(raw)`. The task name and id are in `env['headers']`; "
+        "`env['body']` is base64: `json.loads(base64.b64decode(env['body']))` is `[args, kwargs, embed]`.",
+    )
+    solution_text = """
+        def oldest_waiting(queue):
+            r = redis.Redis.from_url(app.conf.broker_url)
+            raw = r.lindex(queue, -1)                  # oldest: workers take from the right
+            envelope = json.loads(raw)
+            args, kwargs, embed = json.loads(base64.b64decode(envelope["body"]))
+            return {"task": envelope["headers"]["task"], "id": envelope["headers"]["id"], "args": args}
+    """
+
+    def _check(self, ns):
+        fn = self.callable_named(ns, self.function)
+        add = self.task_named(ns, self.task)
+        client = _redis(add.app)
+        client.delete(*inspect_broker.band_lists(Q1_QUEUE))
+        call = fmt_call(self.function, (Q1_QUEUE,))
+        with self.trial() as trial:
+            first = add.apply_async((20, 22), queue=Q1_QUEUE)
+            second = add.apply_async((1, 2), queue=Q1_QUEUE)
+            got = self.run_learner(trial, call, fn, Q1_QUEUE, name=self.function)
+            if not isinstance(got, dict):
+                raise ExerciseIncorrect(f"{call} returned {describe(got)}; return a dict with the keys "
+                                        f"'task', 'id' and 'args'")
+            missing = [k for k in ("task", "id", "args") if k not in got]
+            if missing:
+                raise ExerciseIncorrect(f"{call} returned a dict without {', '.join(map(repr, missing))}")
+            waiting = client.llen(Q1_QUEUE)
+            if waiting < 2:
+                raise ExerciseIncorrect(f"after {call} only {waiting} of the 2 messages are still on the list: "
+                                        f"read with LINDEX or LRANGE, don't pop (a worker would never see "
+                                        f"the message you took)")
+            if got["id"] == second.id:
+                raise ExerciseIncorrect(f"{call} returned the newest message, not the oldest: which end of the "
+                                        f"list do workers take from?")
+            if got["id"] != first.id:
+                raise ExerciseIncorrect(f"{call} returned the id {got['id']!r}, which is not the id of the "
+                                        f"oldest message")
+            if got["task"] != add.name:
+                raise ExerciseIncorrect(f"{call} returned the task name {got['task']!r}; the message's "
+                                        f"headers say {add.name!r}")
+            if list(got["args"]) != [20, 22]:
+                raise ExerciseIncorrect(f"{call} returned the args {describe(got['args'])}; decode the "
+                                        f"message's body to find the arguments")
+            outcomes = trial.run(add.app, [first.id, second.id], queues=[Q1_QUEUE])
+            for result, args in ((first, (20, 22)), (second, (1, 2))):
+                self.succeeded(fmt_call(short(add.name), args), outcomes[result.id])
+
+
+class StartedIsVisible(BehaviourCheck):
+    """``resize`` reports STARTED while it runs on a worker."""
+
+    task = "resize"
+    seconds = 0.6
+    timeout = 8.0
+    correct = "resize reports STARTED while a worker runs it, then SUCCESS."
+    hints = (
+        "Celery records STARTED only when asked: for one task with an option of `@app.task(...)`, or for "
+        "the whole app with the setting `task_track_started`.",
+        "`@app.task(track_started=True)`. (Changing `app.conf.task_track_started` after the task was "
+        "defined does not change that task.)",
+    )
+    solution_text = """
+        @app.task(track_started=True)
+        def resize(seconds):
+            time.sleep(seconds)
+            return "resized"
+    """
+
+    def _check(self, ns):
+        task = self.task_named(ns, self.task)
+        call = fmt_call(self.task, (self.seconds,))
+        with self.trial() as trial:
+            trial.start_worker(task.app, [task.app.conf.task_default_queue])
+            sent = self.run_learner(trial, f"{short(task.name)}.delay({self.seconds})", task.delay, self.seconds,
+                                    name=self.task)
+            try:
+                seen = trace_states(AsyncResult(sent.id, app=task.app), timeout=self.timeout)
+            except TimeoutError:
+                raise ExerciseIncorrect(f"{call} did not finish on the worker within {self.timeout:g} s") from None
+        path = " -> ".join(seen)
+        if seen[-1] == "FAILURE":
+            outcome = AsyncResult(sent.id, app=task.app).result
+            raise ExerciseIncorrect(f"{call} failed on the worker with {describe_exc(outcome)}")
+        if "STARTED" not in seen:
+            raise ExerciseIncorrect(f"{call} went {path}: while it ran, its state stayed PENDING. "
+                                    f"Ask Celery to record STARTED for this task")
+        if seen[-1] != "SUCCESS":
+            raise ExerciseIncorrect(f"{call} went {path}; it should end in SUCCESS")
+
+
+class CancelInTime(BehaviourCheck):
+    """``schedule_and_cancel(amount)`` sends ``charge`` with a countdown and revokes it: it never runs."""
+
+    function = "schedule_and_cancel"
+    task = "charge"
+    args = (25,)
+    timeout = 8.0
+    max_countdown = 3.0
+    correct = "schedule_and_cancel sends charge with a countdown and revokes it: the worker discards it, it never runs."
+    hints = (
+        "Send `charge` with `apply_async(args=[amount], countdown=...)` (1 or 2 seconds is plenty), then call "
+        "`.revoke()` on the AsyncResult you got, and return it.",
+        "With a countdown the worker holds the message until its time comes; the revoke reaches it first, so "
+        "when the time comes the worker discards the task instead of running it.",
+    )
+    solution_text = """
+        def schedule_and_cancel(amount):
+            result = charge.apply_async(args=[amount], countdown=1)
+            result.revoke()
+            return result
+    """
+
+    def _check(self, ns):
+        fn = self.callable_named(ns, self.function)
+        charge = self.task_named(ns, self.task)
+        call = fmt_call(self.function, self.args)
+        with self.trial() as trial:
+            # a revoke reaches only the workers running when it is sent: start the worker first
+            trial.start_worker(charge.app, [charge.app.conf.task_default_queue])
+            value = self.run_learner(trial, call, fn, *self.args, name=self.function)
+            pub = self.sent(trial, call, value)
+            if pub.name != charge.name:
+                raise ExerciseIncorrect(f"{call} sent the task {short(pub.name)!r}, not {self.task!r}")
+            eta = pub.data.get("eta")
+            if eta:
+                when = datetime.fromisoformat(eta)
+                if when.tzinfo is None:
+                    when = when.replace(tzinfo=timezone.utc)
+                if (when - datetime.now(timezone.utc)).total_seconds() > self.max_countdown:
+                    raise ExerciseIncorrect(f"{call} sent charge {eta} : use a countdown of at most "
+                                            f"{self.max_countdown:g} s in this exercise")
+            trial.recorder.wait(lambda rec: bool(rec.of(pub.task_id, "started"))
+                                or AsyncResult(pub.task_id, app=charge.app).state in FINAL, self.timeout)
+            state = AsyncResult(pub.task_id, app=charge.app).state
+            ran = trial.recorder.of(pub.task_id, "started")
+        if ran:
+            how = ("it was sent without a countdown, so the worker ran it before the revoke arrived"
+                   if not eta else "it was not revoked")
+            raise ExerciseIncorrect(f"charge{self.args!r} ran on the worker: {how}")
+        if state != "REVOKED":
+            raise ExerciseIncorrect(f"charge{self.args!r} did not run, but its state is {state}, not REVOKED")
+
+
+class NoWaitingInTasks(BehaviourCheck):
+    """``checkout(item)`` has a worker compute ``add_tax(price(item))`` without any task waiting."""
+
+    function = "checkout"
+    args = ("book",)
+    expected = 14.4
+    timeout = 8.0
+    correct = "checkout chains price and add_tax: the worker runs both, and no task waits for another."
+    hints = (
+        "Don't call `.get()` inside a task. Link the two tasks instead: the worker sends `add_tax` itself "
+        "when `price` has finished, with price's return value as its first argument.",
+        "A chain: `(price.s(item) | add_tax.s()).delay()`, which returns the AsyncResult of the last task.",
+    )
+    solution_text = """
+        def checkout(item):
+            return (price.s(item) | add_tax.s()).delay()
+    """
+
+    def _check(self, ns):
+        fn = self.callable_named(ns, self.function)
+        price = self.task_named(ns, "price")
+        add_tax = self.task_named(ns, "add_tax")
+        call = fmt_call(self.function, self.args)
+        with self.trial() as trial:
+            trial.start_worker(price.app, [price.app.conf.task_default_queue], concurrency=2)
+            value = self.run_learner(trial, call, fn, *self.args, name=self.function)
+            if not isinstance(value, AsyncResult):
+                self.sent(trial, call, value)  # raises with the right message
+            done = trial.recorder.wait(lambda rec: rec.final(value.id) is not None, self.timeout)
+            events = list(trial.recorder.events)
+        failures = [e for e in events if e.kind == "failed"]
+        for e in failures:
+            exc = e.data.get("exc")
+            if isinstance(exc, RuntimeError) and "within a task" in str(exc):
+                raise ExerciseIncorrect(f"{short(e.name)} called .get() inside a task and Celery refused "
+                                        f"(RuntimeError): link the tasks instead of waiting")
+        if failures:
+            e = failures[0]
+            raise ExerciseIncorrect(f"{short(e.name)} failed on the worker with {describe_exc(e.data.get('exc'))}")
+        if not done:
+            raise ExerciseIncorrect(f"the task behind what {call} returned did not finish within {self.timeout:g} s")
+        started = {e.name for e in events if e.kind == "started" and not e.data.get("eager")}
+        for needed in (price, add_tax):
+            if needed.name not in started:
+                raise ExerciseIncorrect(f"{short(needed.name)} never ran on the worker; both steps should")
+        got = AsyncResult(value.id, app=price.app).get(timeout=1)
+        if got != self.expected:
+            raise ExerciseIncorrect(f"{call} ended with {describe(got)}; it should end with add_tax(price(item))")
+
+
+__all__ = ["____"] + bind(globals(), OldestWaiting, StartedIsVisible, CancelInTime, NoWaitingInTasks)
