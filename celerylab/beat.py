@@ -48,15 +48,17 @@ class EmbeddedBeat:
     ``sent`` lists ``(task name, time.time())`` for every message this beat published.
     """
 
-    def __init__(self, app: Celery, name: str | None = None, max_interval: float = 1.0):
+    def __init__(self, app: Celery, name: str | None = None, max_interval: float = 0.25):
         self.app = app
         self.name = name or f"beat-{next(_numbers)}"
         self.sent: list[tuple[str, float]] = []
         self._lock = threading.Lock()
         self.logname = f"beat-{app.main}"
         self.logfile = logs.to_file(self.logname)
-        self._service = EmbeddedService(app, thread=True, max_interval=max_interval,
-                                        scheduler_cls=IN_MEMORY_SCHEDULER)
+        self._service = EmbeddedService(app, thread=True, max_interval=1, scheduler_cls=IN_MEMORY_SCHEDULER)
+        # EmbeddedService(thread=True) always sleeps up to 1 s between checks, which is also how
+        # long a stop can take. A shorter sleep makes stopping quick; it changes nothing else.
+        self._service.service.max_interval = max_interval
         self._service.name = f"celerylab-{self.name}"
         before_task_publish.connect(self._on_publish, weak=False, dispatch_uid=f"celerylab-{self.name}-{id(self)}")
         self._service.start()
@@ -71,13 +73,23 @@ class EmbeddedBeat:
     def alive(self) -> bool:
         return self._service.is_alive()
 
+    @property
+    def entries(self) -> dict:
+        """The scheduler's entries by name (each has ``.schedule``, ``.last_run_at``, ``.total_run_count``)."""
+        return dict(self._service.service.scheduler.schedule)
+
+    def next_run_in(self, name: str) -> float:
+        """Seconds until entry ``name`` is due again (by its schedule's own clock)."""
+        entry = self.entries[name]
+        return entry.schedule.remaining_estimate(entry.last_run_at).total_seconds()
+
     def sent_count(self, task: str | None = None) -> int:
         """How many messages this beat sent (of ``task``, or of all tasks)."""
         with self._lock:
             return sum(1 for name, _ in self.sent if task is None or name == task)
 
     def signal_stop(self) -> None:
-        """Ask the beat to stop (returns at once; it stops after its current sleep, <= 1 s)."""
+        """Ask the beat to stop (returns at once; it stops after its current sleep, <= ``max_interval``)."""
         self._service.service.stop(wait=False)
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -100,13 +112,16 @@ class EmbeddedBeat:
         return f"<beat {self.name} of app {self.app.main}: {len(self.app.conf.beat_schedule or {})} entries, {state}>"
 
 
-def start_beat(app: Celery, name: str | None = None, max_interval: float = 1.0) -> EmbeddedBeat:
-    """Start beat for ``app`` in a thread of this kernel (in memory); ``.stop()`` ends it."""
+def start_beat(app: Celery, name: str | None = None, max_interval: float = 0.25) -> EmbeddedBeat:
+    """Start beat for ``app`` in a thread of this kernel (in memory); ``.stop()`` ends it.
+
+    ``max_interval``: the longest beat sleeps between checks, so also the longest a stop takes.
+    """
     return EmbeddedBeat(app, name=name, max_interval=max_interval)
 
 
 def stop_beats(*beats: EmbeddedBeat) -> None:
-    """Stop several beats at once (each may be asleep for up to a second: wait once, not n times)."""
+    """Stop several beats at once (each may be asleep for a while: wait once, not n times)."""
     for beat in beats:
         beat.signal_stop()
     for beat in beats:
@@ -114,7 +129,7 @@ def stop_beats(*beats: EmbeddedBeat) -> None:
 
 
 @contextmanager
-def run_beat(app: Celery, name: str | None = None, max_interval: float = 1.0):
+def run_beat(app: Celery, name: str | None = None, max_interval: float = 0.25):
     """Run beat for ``app`` while the ``with`` block runs."""
     beat = start_beat(app, name=name, max_interval=max_interval)
     try:
