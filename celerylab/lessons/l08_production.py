@@ -12,7 +12,10 @@ import os
 import signal
 import time
 
+import threading
+
 import redis
+from celery import signals
 from celery.exceptions import SoftTimeLimitExceeded
 
 import celerylab
@@ -105,12 +108,15 @@ def stubborn(label: str, seconds: float = 1.5) -> str:
 
 @app.task(name="l08.cpu")
 def cpu(n: int) -> list:
-    """CPU-bound: pure-Python arithmetic, holds the GIL the whole time. Returns [pid, start, end]."""
-    start = time.time()
+    """CPU-bound: pure-Python arithmetic, holds the GIL the whole time.
+
+    Returns [pid, start, end, cpu seconds this thread used].
+    """
+    start, used = time.time(), time.thread_time()
     total = 0
     for i in range(n):
         total += i * i % 7
-    return [os.getpid(), start, time.time()]
+    return [os.getpid(), start, time.time(), time.thread_time() - used]
 
 
 @app.task(name="l08.io")
@@ -193,6 +199,46 @@ def kill_process(pid: int) -> None:
         pass
 
 
+_reapers: list[threading.Thread] = []
+
+
+def kill_workers(*workers) -> None:
+    """``kill -9`` every process of these spawned workers at once (main and pool processes).
+
+    They are dead when this returns. Reaping them (``WorkerProcess.kill``, which waits until
+    the whole process group has gone) goes on in the background: :func:`reaped` waits for it.
+    """
+    for worker in workers:
+        try:
+            os.killpg(worker.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for worker in workers:
+        reaper = threading.Thread(target=worker.kill, name="celerylab-l08-reaper", daemon=True)
+        reaper.start()
+        _reapers.append(reaper)
+
+
+def reaped(timeout: float = 20.0) -> bool:
+    """Wait for the background reaping started by :func:`kill_workers`; True when all are done."""
+    deadline = time.monotonic() + timeout
+    while _reapers:
+        _reapers[0].join(max(0.0, deadline - time.monotonic()))
+        if _reapers[0].is_alive():
+            return False
+        _reapers.pop(0)
+    return True
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, exited but not yet reaped by its parent, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
 def where_is(task_id: str) -> str:
     """Where the broker holds a task's message: "queued", "unacked" (taken, not yet acked) or "gone".
 
@@ -218,6 +264,46 @@ def queue_length(queue: str = "celery") -> int:
     return client.llen(queue) + sum(client.llen(f"{queue}{sep}{band}") for band in (1, 2, 3, 4, 5, 6, 7, 8, 9))
 
 
+# Tasks run by a worker in *this* process (``run_worker``), timed from Celery's signals:
+# task_prerun fires before the task body, task_postrun after its result has been stored.
+_started: dict[str, float] = {}
+_durations: dict[str, list[float]] = {}
+_stats_lock = threading.Lock()
+
+
+@signals.task_prerun.connect(weak=False, dispatch_uid="l08-prerun")
+def _on_prerun(sender=None, task_id=None, **_):
+    with _stats_lock:
+        _started[task_id] = time.perf_counter()
+
+
+@signals.task_postrun.connect(weak=False, dispatch_uid="l08-postrun")
+def _on_postrun(sender=None, task_id=None, **_):
+    with _stats_lock:
+        start = _started.pop(task_id, None)
+        if start is not None:
+            _durations.setdefault(getattr(sender, "name", str(sender)), []).append(time.perf_counter() - start)
+
+
+def forget_counts() -> None:
+    with _stats_lock:
+        _started.clear()
+        _durations.clear()
+
+
+def executed(task_name: str) -> int:
+    """How many tasks of this name a worker in this process has finished (since forget_counts)."""
+    with _stats_lock:
+        return len(_durations.get(task_name, ()))
+
+
+def median_duration(task_name: str) -> float:
+    """Median seconds from task_prerun to task_postrun (body plus storing the result)."""
+    with _stats_lock:
+        values = sorted(_durations.get(task_name, ()))
+    return values[len(values) // 2] if values else 0.0
+
+
 # ---------------------------------------------------------------------------------------
 # Pool measurements
 # ---------------------------------------------------------------------------------------
@@ -232,19 +318,36 @@ def max_overlap(intervals) -> int:
 
 
 def measure(task, args, count: int, queue: str, timeout: float = 60.0) -> dict:
-    """Send ``count`` copies of ``task(*args)`` to ``queue``; wall time until all are done.
+    """:func:`measure_together` for one queue."""
+    return measure_together(task, args, count, [queue], timeout)[queue]
 
-    Returns ``{"seconds", "processes", "overlap"}``: the wall time seen by the caller, how many
-    distinct processes ran the tasks, and how many ran at the same moment.
+
+def measure_together(task, args, count: int, queues, timeout: float = 60.0) -> dict:
+    """Send ``count`` copies of ``task(*args)`` to each queue *at the same time*; per queue, the
+    seconds until its last task ended, how many processes ran them and the most running at once.
+
+    Running the batches side by side gives every pool the same machine and the same noise from
+    whatever else runs on it. ``task`` must return ``[pid, start, end]`` (:func:`io`), or
+    ``[pid, start, end, cpu_seconds]`` (:func:`cpu`), which adds ``"cores"``: the CPU seconds
+    the tasks used per second from the first start to the last end.
     """
-    start = time.monotonic()
-    results = [task.apply_async(args, queue=queue) for _ in range(count)]
-    values = [r.get(timeout=timeout) for r in results]
-    seconds = time.monotonic() - start
-    for r in results:
-        r.forget()
-    return {"seconds": seconds, "processes": len({v[0] for v in values}),
-            "overlap": max_overlap([(v[1], v[2]) for v in values])}
+    sent_at = time.time()
+    results = {q: [] for q in queues}
+    for _ in range(count):
+        for q in queues:
+            results[q].append(task.apply_async(args, queue=q))
+    out = {}
+    for q, batch in results.items():
+        values = [r.get(timeout=timeout) for r in batch]
+        for r in batch:
+            r.forget()
+        out[q] = {"seconds": max(v[2] for v in values) - sent_at, "processes": len({v[0] for v in values}),
+                  "overlap": max_overlap([(v[1], v[2]) for v in values])}
+        if all(len(v) > 3 for v in values):
+            # CPU seconds the tasks used per second of the batch: how many cores they kept busy
+            span = max(v[2] for v in values) - min(v[1] for v in values)
+            out[q]["cores"] = sum(v[3] for v in values) / span if span > 0 else 0.0
+    return out
 
 
 def calibrate(seconds: float = 0.15) -> int:
