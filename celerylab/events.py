@@ -306,13 +306,15 @@ class FlowState:
         if event.get("exception"):
             task.exception = str(event["exception"])
 
-        # The state is the one of the newest event (ties: the later step). A task-sent event
-        # only counts when it starts an attempt (the first, or a retry): the client stamps it
-        # after publishing, so a fast worker's task-received (even task-succeeded) can be older.
+        # The state is the one of the newest event (ties: the later step), except task-sent:
+        # the client stamps it *after* publishing, so a fast worker's task-received (even
+        # task-succeeded) can be older, and arrive before or after it. So task-sent only
+        # counts when it starts an attempt (the first, or a retry), and any worker event of
+        # that attempt, whatever its stamp, moves the task on from it.
         order = (ts, _RANK[state])
         if state == "sent":
             if new_attempt:
-                task._last = order
+                task._last = (float("-inf"), 0)
                 task.state = state
         elif order >= task._last:
             task._last = order

@@ -253,6 +253,12 @@ def test_state_handles_out_of_order_events():
     assert fs.runs[0].outcome == "succeeded" and fs.runs[0].slot == 0
     fs.apply({"type": "mystery"})
     assert len(fs.timeline) == 4
+    # ... and arrive first, before the (older) worker events
+    fs.apply({"type": "task-sent", "uuid": "u2", "name": "n", "retries": 0, "queue": "q", "timestamp": base + 2.5})
+    fs.apply({"type": "task-received", "uuid": "u2", "retries": 0, "hostname": "w@h", "timestamp": base + 2.1})
+    fs.apply({"type": "task-started", "uuid": "u2", "hostname": "w@h", "timestamp": base + 2.2})
+    fs.apply({"type": "task-succeeded", "uuid": "u2", "hostname": "w@h", "timestamp": base + 2.3})
+    assert fs.tasks["u2"].state == "succeeded" and fs.summary().states["succeeded"] == 2
 
 
 def test_runs_survive_a_started_that_overtakes_the_retried_before_it():
