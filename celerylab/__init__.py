@@ -15,7 +15,7 @@ from __future__ import annotations
 from .app import create_app
 from .broker import Broker, current_broker, start_broker
 from .errors import (BrokerUnreachableError, CeleryLabError, LupaMissingError, PortInUseError,
-                     UnknownPoolError, WorkerStartError, install_notebook_handler)
+                     UnknownPoolError, WorkerStartError)
 from .processes import cleanup
 from .spawn import spawn_worker
 from .worker import run_worker, start_worker
@@ -31,8 +31,6 @@ __all__ = [
     "UnknownPoolError", "WorkerStartError", "cleanup", "create_app", "current_broker",
     "check_environment", "run_worker", "spawn_worker", "start_broker", "start_worker", "where",
 ]
-
-install_notebook_handler()
 
 from .processes import start_parent_watchdog as _watchdog  # noqa: E402
 
