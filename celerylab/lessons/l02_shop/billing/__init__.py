@@ -1,0 +1,1 @@
+"""Billing component (lesson 02 autodiscovery example)."""

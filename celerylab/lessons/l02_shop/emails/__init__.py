@@ -1,0 +1,1 @@
+"""Emails component (lesson 02 autodiscovery example)."""
