@@ -15,6 +15,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from kombu import Exchange, Queue
+
 import celerylab
 from celerylab import queues
 from celerylab.side_by_side import run_worker, start_worker, stop_all  # noqa: F401 - used by the lesson
@@ -146,7 +148,6 @@ class Blocking:
     stuck: int              # short tasks A ran after the long one finished (they waited behind it)
     shorts_on_a: int
     shorts_on_b: int
-    worst_wait: float       # seconds from sending to starting, worst short task
 
 
 def head_of_line(task, prefetch_multiplier: int, queue: str, long_seconds: float = 0.6,
@@ -160,7 +161,6 @@ def head_of_line(task, prefetch_multiplier: int, queue: str, long_seconds: float
     Short tasks that A took (prefetched) wait behind the long one although B is idle.
     """
     runs.clear()
-    sent = time.monotonic()
     task.apply_async(("long", long_seconds), queue=queue)
     for i in range(shorts):
         task.apply_async((f"short-{i + 1}", short_seconds), queue=queue)
@@ -171,7 +171,7 @@ def head_of_line(task, prefetch_multiplier: int, queue: str, long_seconds: float
     try:
         queues.wait_until(lambda: any(r.label == "long" for r in runs.items) or
                           queues.queue_length(task.app, queue) < total, timeout=5)
-        held = total - queues.wait_settled(task.app, queue, quiet=0.15, timeout=2)
+        held = total - queues.wait_settled(task.app, queue, quiet=0.1, timeout=2)
         b = start_worker(task.app, concurrency=1, queues=[queue], hostname=f"B-{queue}@kernel",
                          prefetch_multiplier=prefetch_multiplier)
         runs.wait_for(total, timeout=10)
@@ -187,8 +187,35 @@ def head_of_line(task, prefetch_multiplier: int, queue: str, long_seconds: float
         setting=f"prefetch_multiplier={prefetch_multiplier}, {'acks_late' if task.acks_late else 'early ack'}",
         held_by_a=held, stuck=len(stuck),
         shorts_on_a=sum(1 for r in short_runs if names.get(r.thread, "").startswith("A-")),
-        shorts_on_b=sum(1 for r in short_runs if names.get(r.thread, "").startswith("B-")),
-        worst_wait=max((r.started - sent for r in short_runs), default=0.0))
+        shorts_on_b=sum(1 for r in short_runs if names.get(r.thread, "").startswith("B-")))
+
+
+# -- RabbitMQ: native priority -------------------------------------------------------------------
+# A queue declared with x-max-priority; on RabbitMQ a higher number runs first (the opposite of
+# kombu's Redis bands). On Redis this app still works, but the queue argument is ignored.
+rabbit_app = celerylab.create_app("l04_rabbitmq", task_default_queue="prio", task_queues=[
+    Queue("prio", Exchange("prio"), routing_key="prio", queue_arguments={"x-max-priority": 10}),
+])
+
+
+@rabbit_app.task(bind=True, name="l04rabbit.job")
+def rabbit_job(self, label):
+    return _record(self, label, 0.01)
+
+
+def on_rabbitmq(a=None) -> bool:
+    """True when the kit's broker is AMQP (RabbitMQ), i.e. ``CELERYLAB_BROKER_URL=amqp://...``."""
+    return str((a or app).conf.broker_url or "").startswith(("amqp://", "amqps://", "pyamqp://"))
+
+
+def rabbitmq_priority(priorities=(0, 9, 5, 1, 8)) -> list[str]:
+    """Queue jobs with these priorities, then let one worker slot (prefetch 1) run them: the order."""
+    runs.clear()
+    for p in priorities:                     # all queued before any worker runs
+        rabbit_job.apply_async((f"p{p}",), priority=p)
+    with run_worker(rabbit_app, queues=["prio"], concurrency=1, prefetch_multiplier=1):
+        runs.wait_for(len(priorities))
+    return runs.labels()
 
 
 app.set_current()  # the lesson's main app stays Celery's current app
