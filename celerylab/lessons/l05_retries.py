@@ -1,0 +1,323 @@
+"""Tasks and helpers for notebooks/05_retries.ipynb: manual and automatic retries, backoff,
+jitter and idempotency.
+
+Every task decides whether to fail from ``self.request.retries`` (how many retries came
+before this run), so it behaves the same on every run and in any worker process. Delays are
+tenths of a second, except where Celery itself does not allow less (``retry_backoff``
+counts in whole seconds).
+"""
+from __future__ import annotations
+
+import inspect
+import random
+import textwrap
+import threading
+import time
+from datetime import datetime, timezone
+
+from celery import signals
+from celery.utils.time import get_exponential_backoff_interval
+
+import celerylab
+from celerylab.store import redis_client
+
+app = celerylab.create_app("l05_retries")
+
+
+# ---------------------------------------------------------------------------------------
+# 1. Manual retries: bind=True and self.retry()
+# ---------------------------------------------------------------------------------------
+@app.task(name="l05.flaky_api", bind=True, max_retries=3)
+def flaky_api(self, fail_times=2):
+    """Calls an API that is down for the first ``fail_times`` attempts."""
+    try:
+        if self.request.retries < fail_times:
+            raise ConnectionError("the API did not answer")
+        return f"answered on attempt {self.request.retries + 1}"
+    except ConnectionError as exc:
+        raise self.retry(exc=exc, countdown=0.2)
+
+
+@app.task(name="l05.always_down", bind=True, max_retries=3)
+def always_down(self, pass_exc=True):
+    """An API that never answers: every attempt asks for a retry, until max_retries is used up."""
+    try:
+        raise ConnectionError("the API did not answer")
+    except ConnectionError as exc:
+        if pass_exc:
+            raise self.retry(exc=exc, countdown=0.1)
+        raise self.retry(countdown=0.1)
+
+
+@app.task(name="l05.no_countdown", bind=True)
+def no_countdown(self):
+    """Asks for a retry without saying when: Celery uses default_retry_delay."""
+    try:
+        raise ConnectionError("the API did not answer")
+    except ConnectionError as exc:
+        raise self.retry(exc=exc)
+
+
+# ---------------------------------------------------------------------------------------
+# 2. Automatic retries: autoretry_for, retry_backoff, retry_backoff_max, retry_jitter
+# ---------------------------------------------------------------------------------------
+@app.task(name="l05.fetch_rates", bind=True, autoretry_for=(ConnectionError,), max_retries=3,
+          retry_backoff=True, retry_backoff_max=600, retry_jitter=False)
+def fetch_rates(self, currency, fail_times=3):
+    """Fails with ConnectionError on its first ``fail_times`` attempts; Celery retries it."""
+    if self.request.retries < fail_times:
+        raise ConnectionError(f"rates for {currency}: connection reset")
+    return f"{currency} rates (attempt {self.request.retries + 1})"
+
+
+@app.task(name="l05.fetch_rates_fast", bind=True, autoretry_for=(ConnectionError,), max_retries=1,
+          retry_backoff=0.1, retry_jitter=False)
+def fetch_rates_fast(self, currency):
+    """The same with ``retry_backoff=0.1``: asks for a 0.1 s first wait."""
+    if self.request.retries < 1:
+        raise ConnectionError(f"rates for {currency}: connection reset")
+    return f"{currency} rates (attempt {self.request.retries + 1})"
+
+
+# ---------------------------------------------------------------------------------------
+# 3. The seed article's manual backoff, scaled down, with and without jitter
+# ---------------------------------------------------------------------------------------
+@app.task(name="l05.seed_backoff", bind=True, max_retries=3)
+def seed_backoff(self, client, scale=1.0):
+    """The seed's ``countdown=2 ** self.request.retries`` (times ``scale``), for one client."""
+    try:
+        raise ConnectionError(f"client {client}: the shared API is down")
+    except ConnectionError as exc:
+        raise self.retry(exc=exc, countdown=scale * 2 ** self.request.retries)
+
+
+def jitter_for(client, retries: int, scale: float) -> float:
+    """A full-jitter countdown, random in [0, scale * 2**retries], seeded by (client, retry)
+    so a rerun waits exactly the same."""
+    return random.Random(f"{client}-{retries}").uniform(0, scale * 2 ** retries)
+
+
+@app.task(name="l05.jitter_backoff", bind=True, max_retries=3)
+def jitter_backoff(self, client, scale=1.0):
+    """The same with full jitter: each client waits a different random share of the backoff."""
+    try:
+        raise ConnectionError(f"client {client}: the shared API is down")
+    except ConnectionError as exc:
+        raise self.retry(exc=exc, countdown=jitter_for(client, self.request.retries, scale))
+
+
+# ---------------------------------------------------------------------------------------
+# 4. Idempotency: a task that runs twice must charge once
+# ---------------------------------------------------------------------------------------
+LEDGER = "l05:ledger"          # the card charges made (a Redis list)
+DEDUP = "l05:charged:{}"       # one key per task id that has charged
+
+
+def ledger() -> list[str]:
+    return [x.decode() for x in redis_client().lrange(LEDGER, 0, -1)]
+
+
+def reset_ledger() -> None:
+    r = redis_client()
+    r.delete(LEDGER, *r.keys(DEDUP.format("*")))
+
+
+def _charge_card(order_id, amount) -> None:
+    redis_client().rpush(LEDGER, f"order {order_id}: {amount:.2f} EUR")
+
+
+@app.task(name="l05.charge_naive", bind=True, max_retries=2)
+def charge_naive(self, order_id, amount):
+    """Charges the card, then the receipt service times out once: the retry charges again."""
+    _charge_card(order_id, amount)
+    if self.request.retries == 0:
+        raise self.retry(exc=TimeoutError("receipt service timed out"), countdown=0.1)
+    return "receipt sent"
+
+
+@app.task(name="l05.charge_once", bind=True, max_retries=2)
+def charge_once(self, order_id, amount):
+    """The same, made idempotent: only the first run with this task id charges."""
+    first = redis_client().set(DEDUP.format(self.request.id), 1, nx=True, ex=7 * 24 * 3600)
+    if first:
+        _charge_card(order_id, amount)
+    if self.request.retries == 0:
+        raise self.retry(exc=TimeoutError("receipt service timed out"), countdown=0.1)
+    return "receipt sent"
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers the notebook uses to look at what happened
+# ---------------------------------------------------------------------------------------
+def show_source(*tasks) -> None:
+    """Print the source of tasks (decorator included), as written in this module."""
+    for i, task in enumerate(tasks):
+        fn = getattr(task, "_orig_run", None) or task.run
+        fn = inspect.unwrap(fn)
+        print(("\n" if i else "") + textwrap.dedent(inspect.getsource(fn)).rstrip())
+
+
+class PublishLog:
+    """Every task message this process publishes (the first send and each retry), with the
+    ETA it carries. The in-kernel worker runs in this process, so retries are seen too."""
+
+    def __init__(self):
+        self.entries: list[dict] = []
+        self._lock = threading.Lock()
+        signals.before_task_publish.connect(self._on_publish, weak=False, dispatch_uid="l05-publish-log")
+
+    def _on_publish(self, sender=None, headers=None, **_):
+        headers = headers or {}
+        eta = headers.get("eta")
+        now = time.time()
+        wait = None
+        if eta:
+            when = datetime.fromisoformat(eta)
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=timezone.utc)
+            wait = when.timestamp() - now
+        with self._lock:
+            self.entries.append({"id": headers.get("id"), "task": sender, "retries": headers.get("retries", 0),
+                                 "wait": wait, "at": now})
+
+    def of(self, task_id: str) -> list[dict]:
+        with self._lock:
+            return [e for e in self.entries if e["id"] == task_id]
+
+    def planned_waits(self, task_id: str, ndigits: int = 1) -> list:
+        """Seconds each retry message was told to wait (from its ETA), rounded."""
+        return [round(e["wait"], ndigits) if e["wait"] is not None else 0.0 for e in self.of(task_id)[1:]]
+
+    def wait_for_retries(self, task_id: str, n: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.of(task_id)) < n + 1:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{n} retries of {task_id} not published within {timeout} s")
+            time.sleep(0.01)
+
+
+publish_log = PublishLog()
+
+
+def _records(view, task_id: str, kind: str) -> list:
+    return [r for r in view.timeline if r.uuid == task_id and r.type == kind]
+
+
+def runs(view, result, timeout: float = 5.0) -> int:
+    """How many times the task behind ``result`` ran: its ``task-started`` events."""
+    wait_for_events(view, result, timeout)
+    return len(_records(view, result.id, "task-started"))
+
+
+def wait_for_events(view, result, timeout: float = 5.0) -> None:
+    """Wait until the watcher has seen the task's final event (events trail the result)."""
+    deadline = time.monotonic() + timeout
+    final = {"task-succeeded", "task-failed"}
+    while not any(r.uuid == result.id and r.type in final for r in view.timeline):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no final event for {result.id} within {timeout} s")
+        time.sleep(0.02)
+
+
+def attempt_gaps(view, result, ndigits: int = 1) -> list[float]:
+    """Seconds between the starts of consecutive attempts, from the worker's events, rounded."""
+    wait_for_events(view, result)
+    starts = sorted(r.time for r in _records(view, result.id, "task-started"))
+    return [round(b - a, ndigits) for a, b in zip(starts, starts[1:])]
+
+
+def since_first_run(view, results) -> list[list[float]]:
+    """Per attempt n: for each task, seconds from its first run's start to its attempt n's
+    start (worker clock, from the ``task-started`` events). Entry 0 is all zeros."""
+    for r in results:
+        wait_for_events(view, r)
+    per_task = [sorted(x.time for x in _records(view, r.id, "task-started")) for r in results]
+    return [[t[n] - t[0] for t in per_task] for n in range(min(len(t) for t in per_task))]
+
+
+def planned_since_first_run(clients, attempt: int, scale: float) -> list[float]:
+    """What ``jitter_backoff`` planned: each client's seeded countdowns before ``attempt``."""
+    return [sum(jitter_for(c, n, scale) for n in range(attempt)) for c in clients]
+
+
+def wait_for_state(result, state: str, timeout: float = 5.0) -> str:
+    """Poll ``result.state`` until it is ``state``; returns it (raises on timeout)."""
+    deadline = time.monotonic() + timeout
+    while result.state != state:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"task {result.id} is {result.state}, not {state}, after {timeout} s")
+        time.sleep(0.01)
+    return state
+
+
+# ---------------------------------------------------------------------------------------
+# Figures (plotly JSON: the same data gives the same stored output)
+# ---------------------------------------------------------------------------------------
+class Figure:
+    """A plotly figure shown as plotly JSON plus one line of text (what nbval compares)."""
+
+    def __init__(self, fig, text: str):
+        self.fig = fig
+        self.text = text
+
+    def _repr_mimebundle_(self, **kwargs):
+        import plotly.io as pio
+
+        bundle = dict(pio.renderers["plotly_mimetype"].to_mimebundle(self.fig.to_dict()))
+        bundle["text/plain"] = self.text
+        return bundle
+
+
+def backoff_figure(measured: dict[str, list[float]], factor: float = 1.0, maximum: float = 600) -> Figure:
+    """Bars: measured seconds between attempts, per series; line: Celery's formula
+    ``min(maximum, factor * 2**n)`` for retry n."""
+    import plotly.graph_objects as go
+
+    longest = max((len(v) for v in measured.values()), default=0)
+    xs = [f"retry {n + 1}" for n in range(longest)]
+    fig = go.Figure()
+    for name, gaps in measured.items():
+        fig.add_bar(name=name, x=xs[: len(gaps)], y=gaps, text=[f"{g:.1f} s" for g in gaps], textposition="outside")
+    expected = [min(maximum, factor * 2 ** n) for n in range(longest)]
+    fig.add_scatter(name=f"min({maximum:g}, {factor:g} × 2ⁿ)", x=xs, y=expected, mode="lines+markers",
+                    line=dict(dash="dot", color="#444"))
+    fig.update_layout(title="Wait before each retry, measured from the worker's events", barmode="group",
+                      height=340, yaxis=dict(title="seconds (rounded to 0.1)", rangemode="tozero"),
+                      margin=dict(l=60, r=20, t=60, b=40), legend=dict(orientation="h", y=-0.2))
+    text = "; ".join(f"{name}: {gaps}" for name, gaps in measured.items())
+    return Figure(fig, f"measured waits (s): {text}")
+
+
+def jitter_samples(retries: int = 5, samples: int = 200, seed: int = 5, factor: int = 1,
+                   maximum: int = 600) -> dict[int, list[int]]:
+    """Countdowns Celery's own backoff function picks with full jitter, for retry 0..retries-1.
+
+    Uses ``celery.utils.time.get_exponential_backoff_interval`` (what ``autoretry_for`` calls),
+    after seeding Python's ``random`` so every run draws the same numbers.
+    """
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        return {n: [get_exponential_backoff_interval(factor, n, maximum, full_jitter=True) for _ in range(samples)]
+                for n in range(retries)}
+    finally:
+        random.setstate(state)
+
+
+def jitter_figure(samples: dict[int, list[int]], factor: int = 1, maximum: int = 600) -> Figure:
+    """Box plot of jittered countdowns per retry, with the un-jittered exponential on top."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for n, values in samples.items():
+        fig.add_box(name=f"retry {n + 1}", y=values, boxpoints="all", jitter=0.5, pointpos=0,
+                    marker=dict(size=3, color="#b07aa1"), line=dict(color="#7a4f73"), showlegend=False)
+    fig.add_scatter(name="without jitter", x=[f"retry {n + 1}" for n in samples],
+                    y=[min(maximum, factor * 2 ** n) for n in samples], mode="lines+markers",
+                    line=dict(dash="dot", color="#444"))
+    fig.update_layout(title="retry_jitter=True: the countdown is random in [0, backoff]", height=360,
+                      yaxis=dict(title="countdown (s)", rangemode="tozero"), margin=dict(l=60, r=20, t=60, b=40))
+    zeros = {n: sum(1 for v in values if v == 0) for n, values in samples.items()}
+    size = len(next(iter(samples.values()), []))
+    text = ", ".join(f"retry {n + 1}: {z}/{size} at 0 s" for n, z in zeros.items())
+    return Figure(fig, f"jittered countdowns, seeded; {text}")
