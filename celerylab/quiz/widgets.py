@@ -51,7 +51,7 @@ class Card:
         self.prompt = w.HTML(title, layout=w.Layout(width="100%"))
         if question.kind == "code":
             self.input = w.Textarea(value=question.stub, rows=max(4, question.stub.count("\n") + 3),
-                                    layout=w.Layout(width="100%", font_family="monospace"))
+                                    layout=w.Layout(width="100%"))
         else:
             self.input = w.RadioButtons(options=[(c, i) for i, c in enumerate(question.choices)], value=None,
                                         layout=w.Layout(width="100%"))
