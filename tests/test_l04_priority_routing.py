@@ -1,0 +1,66 @@
+"""Lesson 04's tasks and demos, run in a fresh interpreter (the lesson's apps bind to the broker
+running when the module is imported, so each test gets its own process and broker)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+
+def run_script(body: str, tmp_path, timeout: float = 90) -> dict:
+    script = textwrap.dedent("""
+        import json, time
+        import celerylab
+        from celerylab import queues
+        from celerylab.lessons import l04_priority_routing as l04
+        out = {}
+    """) + textwrap.dedent(body) + "\nprint('RESULT ' + json.dumps(out))\ncelerylab.cleanup()\n"
+    env = {k: v for k, v in os.environ.items() if k != "CELERYLAB_BROKER_URL"}
+    env["CELERYLAB_LOG_DIR"] = str(tmp_path / "logs")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-2000:]
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def test_routes_send_each_task_to_its_queue_and_worker(tmp_path):
+    out = run_script("""
+        l04.app.conf.task_routes = {"l04.resize_image": {"queue": "images"}}
+        a = l04.start_worker(l04.app, queues=["celery"], hostname="mail@t")
+        b = l04.start_worker(l04.app, queues=["images"], hostname="images@t")
+        for r in [l04.resize_image.delay("p.jpg"), l04.send_email.delay("x@y")]:
+            r.get(timeout=5)
+        names = l04.worker_names(a, b)
+        out = {r.task: [r.queue, names[r.thread]] for r in l04.runs.items}
+        l04.stop_all(a, b)
+    """, tmp_path)
+    assert out == {"l04.resize_image": ["images", "images"], "l04.send_email": ["celery", "mail"]}
+
+
+def test_full_range_bands_and_rabbitmq_app_on_redis(tmp_path):
+    out = run_script("""
+        for p in [9, None, 5, 3, 0, 1, 2, 8, 6, 4, 7]:
+            l04.full_job.apply_async((f"p{p}",), priority=p)
+        out["bands"] = queues.band_lengths(l04.full_app, "full")
+        with celerylab.run_worker(l04.full_app, queues=["full"], concurrency=1, prefetch_multiplier=1):
+            l04.runs.wait_for(11)
+        out["full"] = l04.runs.labels()
+        out["on_rabbitmq"] = l04.on_rabbitmq()
+        out["rabbit_app_on_redis"] = l04.rabbitmq_priority()   # x-max-priority means nothing to Redis
+    """, tmp_path)
+    assert out["bands"] == {"0": 2, **{str(b): 1 for b in range(1, 10)}}
+    assert out["full"] == ["pNone"] + [f"p{p}" for p in range(10)]
+    assert out["on_rabbitmq"] is False
+    assert out["rabbit_app_on_redis"] == ["p0", "p1", "p5", "p8", "p9"]  # Redis: 0 first
+
+
+def test_head_of_line_blocking_by_prefetch_and_its_fix(tmp_path):
+    out = run_script("""
+        for name, task, prefetch in [("default", l04.work, 4), ("prefetch1", l04.work, 1),
+                                     ("late", l04.work_late, 1)]:
+            e = l04.head_of_line(task, prefetch_multiplier=prefetch, queue=f"hol-{name}")
+            out[name] = [e.held_by_a, e.stuck, e.shorts_on_a, e.shorts_on_b]
+    """, tmp_path)
+    assert out == {"default": [5, 4, 4, 2], "prefetch1": [2, 1, 1, 5], "late": [1, 0, 0, 6]}
