@@ -75,7 +75,7 @@ def charge(self, order_id: str, amount: int, seconds: float = 0.0, key: str | No
     (``SET key NX``) performs the charge; every later execution sees it taken and skips.
     """
     note(order_id, "start")
-    if key is None or db().set(DONE + key, self.request.id, nx=True, ex=3600):
+    if key is None or db().set(DONE + key, self.request.id or "local", nx=True, ex=3600):
         db().rpush(CHARGES + order_id, amount)
         outcome = "charged"
     else:

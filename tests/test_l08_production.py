@@ -1,0 +1,228 @@
+"""Lesson 08's helpers and the behaviour the lesson teaches, asserted on real worker processes."""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import celerylab
+
+M = "celerylab.lessons.l08_production"
+
+# The fixture reloads the lesson module (its app must point at this module's broker); Celery's
+# tasks are shared between apps, so the reloaded tasks' names are seen twice. Harmless here.
+pytestmark = pytest.mark.filterwarnings("ignore::celery.exceptions.DuplicateTaskNameWarning")
+
+
+@pytest.fixture(scope="module")
+def lab():
+    """Lesson 08's module on a fresh embedded broker (its app is created at import: reload it)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("CELERYLAB_BROKER_URL", raising=False)
+        old = celerylab.current_broker()
+        if old is not None:
+            old.stop()
+        celerylab.start_broker()
+        module = importlib.import_module(M)
+        module = importlib.reload(module)
+        module._clients.clear()
+        module.reset()
+        yield module
+        celerylab.cleanup()
+
+
+# -- helpers -------------------------------------------------------------------------------
+def test_max_overlap_counts_simultaneous_intervals(lab):
+    assert lab.max_overlap([]) == 0
+    assert lab.max_overlap([(0, 1), (1, 2), (2, 3)]) == 1  # touching is not overlapping
+    assert lab.max_overlap([(0, 3), (1, 2), (1.5, 4), (5, 6)]) == 3
+
+
+def test_process_alive(lab):
+    assert lab.process_alive(os.getpid())
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    assert not lab.process_alive(proc.pid)
+
+
+def test_notes_count_runs_and_reset_forgets_them(lab):
+    lab.reset("t-notes")
+    lab.slow.run(0, "t-notes")
+    lab.slow.run(0, "t-notes")
+    assert lab.runs("t-notes") == 2 and lab.finished("t-notes") == 2
+    assert lab.running_pid("t-notes", nth=2) == os.getpid()
+    lab.reset("t-notes")
+    assert lab.runs("t-notes") == 0
+    with pytest.raises(TimeoutError, match="did not start"):
+        lab.running_pid("t-notes", timeout=0.1)
+
+
+def test_where_is_and_queue_length_see_every_band_and_unacked(lab):
+    queue = f"t-where-{time.monotonic_ns()}"
+    plain = lab.add.apply_async((1, 1), queue=queue)
+    banded = lab.add.apply_async((1, 2), queue=queue, priority=5)
+    assert lab.where_is(plain.id) == "queued" and lab.where_is(banded.id) == "queued"
+    assert lab.queue_length(queue) == 2
+    assert lab.db().llen(queue) == 1  # LLEN alone misses the band list
+    # what a worker does when it takes a message: pop it, park it in the unacked hash
+    raw = lab.db().rpop(queue)
+    lab.db().hset("unacked", "tag-1", json.dumps([json.loads(raw), "", queue]))
+    assert lab.where_is(plain.id) == "unacked"
+    lab.db().hdel("unacked", "tag-1")
+    assert lab.where_is(plain.id) == "gone"
+    assert lab.where_is("no-such-task") == "gone"
+    lab.db().delete(queue, f"{queue}\x06\x166")
+
+
+def test_charge_with_a_key_charges_once(lab):
+    lab.reset("t-order")
+    assert lab.charge.run("t-order", 5, key="t-order") == "charged"
+    assert lab.charge.run("t-order", 5, key="t-order") == "skipped (already done)"
+    assert lab.charge.run("t-order", 5) == "charged"  # no key, no protection
+    assert lab.charges("t-order") == 2 and lab.runs("t-order") == 3
+
+
+def test_ignore_result_stores_nothing_and_is_timed(lab):
+    lab.forget_counts()
+    with celerylab.run_worker(lab.app, concurrency=1, queues=["celery"]):
+        sent = [(lab.add.delay(i, i), lab.add_quiet.delay(i, i)) for i in range(10)]
+        assert lab.wait_for(lambda: lab.executed("l08.add") + lab.executed("l08.add_quiet") >= 20, timeout=20)
+    assert sum(lab.db().exists(f"celery-task-meta-{a.id}") for a, _ in sent) == 10
+    assert sum(lab.db().exists(f"celery-task-meta-{q.id}") for _, q in sent) == 0
+    assert lab.median_duration("l08.add") > 0 and lab.median_duration("l08.add_quiet") > 0
+
+
+# -- behaviour on real workers -----------------------------------------------------------------
+@pytest.mark.slow
+def test_kill_9_loses_the_default_task_and_keeps_the_late_acked_one(lab):
+    lab.reset("t-early", "t-late")
+    early = celerylab.spawn_worker(M, queues=["t-early"])
+    late = celerylab.spawn_worker(M, queues=["t-late"], task_acks_late=True)
+    back = None
+    try:
+        early.wait_ready(), late.wait_ready()
+        e = lab.slow.apply_async((1.0, "t-early"), queue="t-early")
+        l = lab.slow.apply_async((1.0, "t-late"), queue="t-late")
+        lab.running_pid("t-early"), lab.running_pid("t-late")
+        lab.kill_workers(early, late)
+        assert lab.where_is(e.id) == "gone"     # acked before it ran: lost
+        assert lab.where_is(l.id) == "unacked"  # still the broker's
+        back = celerylab.spawn_worker(M, queues=["t-late", "t-early"], task_acks_late=True,
+                                      broker_transport_options={"visibility_timeout": 2,
+                                                                "unacked_restore_interval": 0.25}).wait_ready()
+        assert l.get(timeout=20) == "t-late" and lab.runs("t-late") == 2
+        assert e.state == "PENDING" and lab.runs("t-early") == 1 and lab.where_is(e.id) == "gone"
+    finally:
+        lab.kill_workers(*[w for w in (early, late, back) if w is not None])
+        assert lab.reaped()
+
+
+@pytest.mark.slow
+def test_a_killed_pool_process_requeues_only_with_reject_on_worker_lost(lab):
+    lab.reset("t-acked", "t-requeued")
+    plain = celerylab.spawn_worker(M, queues=["t-acked"], task_acks_late=True)
+    safe = celerylab.spawn_worker(M, queues=["t-requeued"], task_acks_late=True, task_reject_on_worker_lost=True)
+    try:
+        plain.wait_ready(), safe.wait_ready()
+        a = lab.slow.apply_async((0.5, "t-acked"), queue="t-acked")
+        r = lab.slow.apply_async((0.5, "t-requeued"), queue="t-requeued")
+        lab.kill_process(lab.running_pid("t-acked"))
+        lab.kill_process(lab.running_pid("t-requeued"))
+        assert type(a.get(timeout=20, propagate=False)).__name__ == "WorkerLostError"
+        assert lab.wait_for(lambda: lab.where_is(a.id) == "gone", timeout=5) and lab.runs("t-acked") == 1
+        assert r.get(timeout=20) == "t-requeued" and lab.runs("t-requeued") >= 2
+    finally:
+        lab.kill_workers(plain, safe)
+        assert lab.reaped()
+
+
+@pytest.mark.slow
+def test_time_limits_under_prefork_and_threads(lab):
+    prefork = celerylab.spawn_worker(M, queues=["t-prefork"])
+    threads = celerylab.spawn_worker(M, pool="threads", concurrency=4, queues=["t-threads"])
+    try:
+        prefork.wait_ready(), threads.wait_ready()
+        soft = lab.polite.apply_async(("t-soft", 1.0), queue="t-prefork")
+        hard = lab.stubborn.apply_async(("t-hard", 1.0), queue="t-prefork")
+        soft_t = lab.polite.apply_async(("t-soft-threads", 1.0), queue="t-threads")
+        hard_t = lab.stubborn.apply_async(("t-hard-threads", 1.0), queue="t-threads")
+        assert soft.get(timeout=10) == "stopped cleanly at the soft limit"
+        assert type(hard.get(timeout=10, propagate=False)).__name__ == "TimeLimitExceeded"
+        assert soft_t.get(timeout=10) == "finished" and hard_t.get(timeout=10) == "finished"  # ignored
+    finally:
+        lab.kill_workers(prefork, threads)
+        assert lab.reaped()
+
+
+@pytest.mark.slow
+def test_pools_on_cpu_bound_work(lab):
+    pools = {"prefork": celerylab.spawn_worker(M, concurrency=2, queues=["t-prefork-cpu"]),
+             "threads": celerylab.spawn_worker(M, pool="threads", concurrency=4, queues=["t-threads-cpu"]),
+             "gevent": celerylab.spawn_worker(M, pool="gevent", concurrency=4, queues=["t-gevent-cpu"])}
+    try:
+        for w in pools.values():
+            w.wait_ready()
+        n = lab.calibrate(0.05)
+        got = lab.measure_together(lab.cpu, (n,), 4, [w.queues[0] for w in pools.values()])
+        prefork, threads, gevent = (got[w.queues[0]] for w in pools.values())
+        assert prefork["processes"] == 2 and prefork["overlap"] == 2
+        assert threads["processes"] == 1 and threads["cores"] <= 1.05  # the GIL: one core at most
+        assert gevent["processes"] == 1 and gevent["overlap"] == 1      # greenlets never yield here
+        io = lab.measure_together(lab.io, (0.2,), 4, ["t-prefork-cpu", "t-gevent-cpu"])
+        assert io["t-gevent-cpu"]["overlap"] == 4 and io["t-prefork-cpu"]["overlap"] <= 2
+    finally:
+        lab.kill_workers(*pools.values())
+        assert lab.reaped()
+
+
+# -- the lab's checks reject wrong answers -------------------------------------------------------
+def test_lab_soft_limit_check_rejects_wrong_tasks(lab):
+    from celerylab.exercises.l08_production import make_thumbnail, q2
+    from celerylab.grading import ExerciseIncorrect, ExerciseNotAttempted
+
+    app = celerylab.create_app("t-lab08")
+
+    @app.task(soft_time_limit=1)
+    def no_catch(images):
+        return [make_thumbnail(i) for i in images]
+
+    @app.task
+    def no_limit(images):
+        return [make_thumbnail(i) for i in images]
+
+    @app.task(soft_time_limit=1, time_limit=1)
+    def hard_too_low(images):
+        return []
+
+    with pytest.raises(ExerciseIncorrect, match="failed with SoftTimeLimitExceeded"):
+        q2.check(namespace={"thumbnails": no_catch})
+    with pytest.raises(ExerciseIncorrect, match="no soft time limit"):
+        q2.check(namespace={"thumbnails": no_limit})
+    with pytest.raises(ExerciseIncorrect, match="not above its soft limit"):
+        q2.check(namespace={"thumbnails": hard_too_low})
+    with pytest.raises(ExerciseNotAttempted):
+        q2.check(namespace={})
+
+
+def test_lab_pool_check_rejects_bad_values_without_starting_a_worker(lab):
+    from celerylab.exercises.l08_production import q3
+    from celerylab.grading import ExerciseIncorrect
+
+    with pytest.raises(ExerciseIncorrect, match="choose one of"):
+        q3.check(namespace={"pool": "turbo", "concurrency": 2})
+    with pytest.raises(ExerciseIncorrect, match="whole number"):
+        q3.check(namespace={"pool": "prefork", "concurrency": 0})
+
+
+@pytest.mark.slow
+def test_lab_pool_check_measures_threads_as_one_core(lab):
+    from celerylab.exercises.l08_production import q3
+    from celerylab.grading import ExerciseIncorrect
+
+    with pytest.raises(ExerciseIncorrect, match="threads pool ran the 4 CPU-bound tasks in one process"):
+        q3.check(namespace={"pool": "threads", "concurrency": 4})
