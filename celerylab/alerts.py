@@ -42,11 +42,11 @@ class AlertRuleError(CeleryLabError):
 class History:
     """Scrapes over time, with the two PromQL functions alert rules need.
 
-    * ``increase(name, window)``: how much counter ``name`` grew over the last ``window``
+    * ``increase(metric, window)``: how much counter ``metric`` grew over the last ``window``
       seconds, summed over the series that match ``labels``. A series that did not exist at
       the start of the window counts from 0 (the exporter creates every series at its first
       event, so that is when it was 0).
-    * ``latest(name)``: a gauge's current value, summed over the matching series.
+    * ``latest(metric)``: a gauge's current value, summed over the matching series.
     """
 
     def __init__(self, retention: float = 120.0):
@@ -78,18 +78,18 @@ class History:
                     break
             return found
 
-    def latest(self, name: str, default: float | None = None, **labels) -> float | None:
+    def latest(self, metric: str, /, default: float | None = None, **labels) -> float | None:
         snap = self.last()
         if snap is None:
             return default
-        found = snap.series(name, **labels)
+        found = snap.series(metric, **labels)
         return float(sum(found.values())) if found else default
 
-    def series(self, name: str, **labels) -> dict:
+    def series(self, metric: str, /, **labels) -> dict:
         snap = self.last()
-        return snap.series(name, **labels) if snap else {}
+        return snap.series(metric, **labels) if snap else {}
 
-    def increase(self, name: str, window: float, **labels) -> float:
+    def increase(self, metric: str, window: float, /, **labels) -> float:
         snap = self.last()
         if snap is None:
             return 0.0
@@ -98,7 +98,7 @@ class History:
             base = self.snapshots[0] if self.snapshots else snap
         total = 0.0
         for key, value in snap.samples.items():
-            if key[0] != name or not set(labels.items()) <= set(key[1]):
+            if key[0] != metric or not set(labels.items()) <= set(key[1]):
                 continue
             before = base.samples.get(key, 0.0) if base is not snap else value
             total += value - before if value >= before else value   # a reset counts from 0
@@ -136,21 +136,27 @@ def _minutes(seconds: float) -> str:
 
 
 def failure_rate(window: float = 300.0, above: float = 0.10, min_tasks: int = 1, for_: float = 0.0,
-                 name: str = "HighFailureRate", **labels) -> Rule:
-    """Share of finished tasks that failed in the last ``window`` s (no data below ``min_tasks``)."""
+                 alert: str = "HighFailureRate", labels: dict | None = None) -> Rule:
+    """Share of finished tasks that failed in the last ``window`` s (no data below ``min_tasks``);
+    ``labels`` narrows it, e.g. ``{"name": "l07.charge"}`` for one task."""
+    labels = dict(labels or {})
 
     def expr(h: History):
         failed = h.increase("celery_task_failed_total", window, **labels)
         done = failed + h.increase("celery_task_succeeded_total", window, **labels)
         return None if done < min_tasks else failed / done
 
-    w = _minutes(window)
-    return Rule(name, expr, above, for_, f"more than {above:.0%} of tasks failed over {w}",
-                f"sum(increase(celery_task_failed_total[{w}])) / (sum(increase(celery_task_failed_total[{w}]))"
-                f" + sum(increase(celery_task_succeeded_total[{w}]))) > {above:g}")
+    w, sel = _minutes(window), _selector(labels)
+    return Rule(alert, expr, above, for_, f"more than {above:.0%} of tasks failed over {w}",
+                f"sum(increase(celery_task_failed_total{sel}[{w}])) / (sum(increase(celery_task_failed_total{sel}[{w}]))"
+                f" + sum(increase(celery_task_succeeded_total{sel}[{w}]))) > {above:g}")
 
 
-def backlog(above: float = 1000, for_: float = 300.0, queue: str | None = None, name: str = "QueueBacklog") -> Rule:
+def _selector(labels: dict) -> str:
+    return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else ""
+
+
+def backlog(above: float = 1000, for_: float = 300.0, queue: str | None = None, alert: str = "QueueBacklog") -> Rule:
     """Messages waiting in the longest queue (or in ``queue``), every priority band counted."""
 
     def expr(h: History):
@@ -159,26 +165,27 @@ def backlog(above: float = 1000, for_: float = 300.0, queue: str | None = None, 
         return max(series.values()) if series else None
 
     sel = f'{{queue_name="{queue}"}}' if queue else ""
-    return Rule(name, expr, above, for_, f"a queue holds more than {above:g} messages for {_minutes(for_)}",
+    return Rule(alert, expr, above, for_, f"a queue holds more than {above:g} messages for {_minutes(for_)}",
                 f"max(celery_queue_length{sel}) > {above:g}  (for: {_minutes(for_)})")
 
 
-def worker_offline(for_: float = 0.0, name: str = "WorkerOffline") -> Rule:
+def worker_offline(for_: float = 0.0, alert: str = "WorkerOffline") -> Rule:
     """Workers the exporter has seen that are now down (offline event or heartbeat timeout)."""
 
     def expr(h: History):
         series = h.series("celery_worker_up")
         return sum(1 for v in series.values() if v == 0) if series else None
 
-    return Rule(name, expr, 0, for_, "a worker stopped sending heartbeats",
+    return Rule(alert, expr, 0, for_, "a worker stopped sending heartbeats",
                 f"celery_worker_up == 0  (for: {_minutes(for_)})")
 
 
-def slow_tasks(threshold: float = 60.0, window: float = 300.0, for_: float = 0.0, name: str = "SlowTasks",
-               **labels) -> Rule:
+def slow_tasks(threshold: float = 60.0, window: float = 300.0, for_: float = 0.0, alert: str = "SlowTasks",
+               labels: dict | None = None) -> Rule:
     """Tasks that ran longer than ``threshold`` s in the last ``window`` s, from the runtime
     histogram: all observations minus those in the ``le=threshold`` bucket. ``threshold`` must
     be one of the histogram's bucket bounds."""
+    labels = dict(labels or {})
 
     def expr(h: History):
         snap = h.last()
@@ -191,9 +198,10 @@ def slow_tasks(threshold: float = 60.0, window: float = 300.0, for_: float = 0.0
         return total - fast
 
     w = _minutes(window)
-    return Rule(name, expr, 0, for_, f"a task ran longer than {threshold:g} s in the last {w}",
-                f'sum(increase(celery_task_runtime_count[{w}])) - sum(increase(celery_task_runtime_bucket'
-                f'{{le="{threshold:g}"}}[{w}])) > 0')
+    sel, le_sel = _selector(labels), _selector({**labels, "le": f"{threshold:g}"})
+    return Rule(alert, expr, 0, for_, f"a task ran longer than {threshold:g} s in the last {w}",
+                f"sum(increase(celery_task_runtime_count{sel}[{w}])) - sum(increase(celery_task_runtime_bucket"
+                f"{le_sel}[{w}])) > 0")
 
 
 def _bucket_label(threshold: float, bounds: set) -> str:

@@ -156,20 +156,20 @@ class Snapshot:
     time: float
     samples: dict = field(default_factory=dict)
 
-    def series(self, name: str, **labels) -> dict[tuple, float]:
-        """Every series of sample ``name`` whose labels include ``labels``."""
+    def series(self, metric: str, /, **labels) -> dict[tuple, float]:
+        """Every series of sample ``metric`` whose labels include ``labels``."""
         want = set(labels.items())
-        return {lab: v for (n, lab), v in self.samples.items() if n == name and want <= set(lab)}
+        return {lab: v for (n, lab), v in self.samples.items() if n == metric and want <= set(lab)}
 
-    def value(self, name: str, default: float = 0.0, **labels) -> float:
-        """Sum of ``name`` over the matching series (``default`` when there is none)."""
-        found = self.series(name, **labels)
+    def value(self, metric: str, /, default: float = 0.0, **labels) -> float:
+        """Sum of ``metric`` over the matching series (``default`` when there is none)."""
+        found = self.series(metric, **labels)
         return float(sum(found.values())) if found else default
 
-    def by(self, name: str, label: str, **labels) -> dict[str, float]:
-        """``name`` summed per value of ``label``: ``by("celery_queue_length", "queue_name")``."""
+    def by(self, metric: str, label: str, /, **labels) -> dict[str, float]:
+        """``metric`` summed per value of ``label``: ``by("celery_queue_length", "queue_name")``."""
         out: dict[str, float] = {}
-        for lab, v in self.series(name, **labels).items():
+        for lab, v in self.series(metric, **labels).items():
             key = dict(lab).get(label, "")
             out[key] = out.get(key, 0.0) + v
         return dict(sorted(out.items()))
@@ -263,6 +263,15 @@ class Exporter:
         with w.state.lock:
             # From now on for the first watcher; a replacement's events are all new to us.
             self._pos = w.state.dropped + len(w.state.timeline) if first else w.state.dropped
+        if first:
+            # Workers the watcher already knows are up (a watcher we start asks them for a
+            # heartbeat at once, so this is current either way).
+            for node, summary in w.summary().workers.items():
+                if summary.online:
+                    host = worker_host(node)
+                    self._nodes.setdefault(host, set()).add(node)
+                    self._last_seen[host] = time.time()
+                    self.worker_up.labels(hostname=host).set(1)
         return w
 
     def _drain(self, w: Watcher) -> None:
@@ -356,19 +365,19 @@ class Exporter:
                 snap.samples[(s.name, tuple(sorted(s.labels.items())))] = float(s.value)
         return snap
 
-    def value(self, name: str, **labels) -> float:
-        return self.snapshot().value(name, **labels)
+    def value(self, metric: str, /, **labels) -> float:
+        return self.snapshot().value(metric, **labels)
 
-    def wait_until(self, name: str, at_least: float, timeout: float = 10.0, **labels) -> Snapshot:
+    def wait_until(self, metric: str, at_least: float, /, timeout: float = 10.0, **labels) -> Snapshot:
         """Block until ``name`` (summed over ``labels``) reaches ``at_least``; events arrive a few
         ms after the task finishes. Returns that snapshot (raises on timeout)."""
         deadline = time.monotonic() + timeout
         while True:
             snap = self.snapshot()
-            if snap.value(name, **labels) >= at_least:
+            if snap.value(metric, **labels) >= at_least:
                 return snap
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{name} is {snap.value(name, **labels):g}, not {at_least:g}, after {timeout:g} s")
+                raise TimeoutError(f"{metric} is {snap.value(metric, **labels):g}, not {at_least:g}, after {timeout:g} s")
             time.sleep(0.05)
 
     def text(self) -> str:

@@ -68,8 +68,20 @@ def bound_logging_example(self):
     return self.request.id
 
 
+def spawn_reports_worker(queues=("reports",)):
+    """``reports@worker-b``: a worker *process* (threads pool) for this lesson's tasks.
+
+    A process, not a second in-kernel worker: two workers sharing one app in one kernel race
+    inside kombu's Redis poller, and the first one can die of it.
+    """
+    return celerylab.spawn_worker(__name__, pool="threads", concurrency=2, queues=list(queues),
+                                  hostname=WORKER_B)
+
+
 def setup(hostname: str = WORKER_A, concurrency: int = 4, sentry: bool = True):
-    """Broker, app and an in-kernel worker on the default queue; empties the lesson's queues.
+    """Broker, app, an in-kernel worker on the default queue (``orders@worker-a``) and a worker
+    process on ``reports`` (``reports@worker-b``, still starting when this returns); empties
+    the lesson's queues first. Returns both workers.
 
     With ``sentry=True`` Sentry is initialised first (in-memory transport), as production code
     must: in the worker process, before the worker starts.
@@ -78,16 +90,26 @@ def setup(hostname: str = WORKER_A, concurrency: int = 4, sentry: bool = True):
 
     if sentry:
         sentry_to_memory()
+    # plotly's widget module takes 1-2 s to import; load it while the lesson waits on I/O.
+    threading.Thread(target=_import_plotly_widgets, name="celerylab-warm-plotly", daemon=True).start()
 
     app.control.purge()
     q = QueueLengths(app)
     try:
         if q.redis:
-            keys = [k for queue in ("celery", BACKLOG_QUEUE) for k in _band_keys(q, queue)]
+            keys = [k for queue in ("celery", "reports", BACKLOG_QUEUE) for k in _band_keys(q, queue)]
             q._client.delete(*keys)
     finally:
         q.close()
-    return celerylab.start_worker(app, hostname=hostname, concurrency=concurrency)
+    worker_b = spawn_reports_worker()
+    return celerylab.start_worker(app, hostname=hostname, concurrency=concurrency), worker_b
+
+
+def _import_plotly_widgets() -> None:
+    try:
+        import plotly.basewidget  # noqa: F401
+    except Exception:  # the live plot reports it when it is used
+        pass
 
 
 def _band_keys(q, queue: str) -> list[str]:
