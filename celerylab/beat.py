@@ -30,7 +30,7 @@ import re
 import threading
 import time
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import date, datetime, timedelta, timezone, tzinfo
 
 from celery import Celery
 from celery.beat import EmbeddedService
@@ -43,7 +43,7 @@ _numbers = itertools.count(1)
 
 
 class EmbeddedBeat:
-    """A running beat thread for ``app`` (its schedule: ``app.conf.beat_schedule``).
+    """A running beat thread for ``app`` (its schedule: ``app.conf.beat_schedule`` as it is at start).
 
     ``sent`` lists ``(task name, time.time())`` for every message this beat published.
     """
@@ -60,6 +60,9 @@ class EmbeddedBeat:
         # long a stop can take. A shorter sleep makes stopping quick; it changes nothing else.
         self._service.service.max_interval = max_interval
         self._service.name = f"celerylab-{self.name}"
+        # Build the scheduler here, not lazily in the beat thread: it reads app.conf.beat_schedule
+        # now, so changing the schedule right after start_beat() cannot race with the thread.
+        _ = self._service.service.scheduler
         before_task_publish.connect(self._on_publish, weak=False, dispatch_uid=f"celerylab-{self.name}-{id(self)}")
         self._service.start()
         self._forget = processes.register(f"beat {self.name} of app {app.main}", self.stop)
@@ -141,9 +144,9 @@ def run_beat(app: Celery, name: str | None = None, max_interval: float = 0.25):
 _HHMMSS = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?$")
 
 
-def clock_at(when: str, tz: tzinfo = timezone.utc):
-    """A clock that reads ``when`` ("HH:MM" or "HH:MM:SS[.ffffff]", today in ``tz``) right now
-    and then runs at normal speed. Pass it as ``crontab(..., nowfun=clock)``.
+def clock_at(when: str, tz: tzinfo = timezone.utc, on: date | None = None):
+    """A clock that reads ``when`` ("HH:MM" or "HH:MM:SS[.ffffff]", today in ``tz``, or on the
+    date ``on``) right now and then runs at normal speed. Pass it as ``crontab(..., nowfun=clock)``.
 
     Create it just before starting beat: the time it shows moves on like any clock.
     """
@@ -157,6 +160,8 @@ def clock_at(when: str, tz: tzinfo = timezone.utc):
         raise ValueError(f"clock_at({when!r}): not a time of day")
     real = datetime.now(tz)
     target = real.replace(hour=hour, minute=minute, second=second, microsecond=micro)
+    if on is not None:
+        target = target.replace(year=on.year, month=on.month, day=on.day)
     offset: timedelta = target - real
 
     def now() -> datetime:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import date
 
 import pytest
 from celery.schedules import crontab
@@ -108,6 +108,8 @@ def test_clock_at_reads_the_given_time_and_then_runs():
     time.sleep(0.6)
     later = clock()
     assert (later.hour, later.minute) == (2, 0)
+    sunday = clock_at("03:29:59", on=date(2024, 6, 23))()
+    assert (sunday.date(), sunday.strftime("%A"), sunday.hour, sunday.minute) == (date(2024, 6, 23), "Sunday", 3, 29)
     with pytest.raises(ValueError, match="HH:MM"):
         clock_at("2 am")
     with pytest.raises(ValueError, match="time of day"):
