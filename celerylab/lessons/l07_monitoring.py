@@ -24,25 +24,25 @@ BACKLOG_QUEUE = "exports"
 log = jsonlog.task_logger("l07.orders")
 
 
-@app.task(name="l07.ok")
+@app.task(name="l07.ok", shared=False)
 def ok(x=0, seconds=0.0):
     if seconds:
         time.sleep(seconds)
     return x
 
 
-@app.task(name="l07.fail")
+@app.task(name="l07.fail", shared=False)
 def fail(message="payment gateway timed out"):
     raise ConnectionError(message)
 
 
-@app.task(name="l07.slow")
+@app.task(name="l07.slow", shared=False)
 def slow(seconds=0.6):
     time.sleep(seconds)
     return seconds
 
 
-@app.task(name="l07.charge")
+@app.task(name="l07.charge", shared=False)
 def charge(order_id, amount):
     log.info("charging order", extra={"order_id": order_id, "amount": amount})
     if amount <= 0:
@@ -50,7 +50,7 @@ def charge(order_id, amount):
     return {"order_id": order_id, "charged": amount}
 
 
-@app.task(name="l07.seed_logging_example")
+@app.task(name="l07.seed_logging_example", shared=False)
 def seed_logging_example():
     """The seed article's logging example, as written: ``self`` without ``bind=True``."""
     try:
@@ -61,7 +61,7 @@ def seed_logging_example():
         raise
 
 
-@app.task(name="l07.bound_logging_example", bind=True)
+@app.task(name="l07.bound_logging_example", bind=True, shared=False)
 def bound_logging_example(self):
     """The same example fixed: ``bind=True`` makes ``self`` the task, ``self.request.id`` its id."""
     log.error("Task failed", extra={"request_id": self.request.id})

@@ -1,0 +1,182 @@
+"""The Prometheus exporter: celery-exporter's names, counts that match the tasks run, every band."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import urllib.request
+
+import pytest
+
+import celerylab
+from celerylab.errors import PortInUseError
+from celerylab.events import Record, Watcher
+from celerylab.metrics import Exporter, parse, scrape, start_exporter, worker_host
+from celerylab.ports import port_in_use
+
+HOST = "orders@metrics-test"
+
+
+@pytest.fixture
+def app(embedded):
+    app = celerylab.create_app("test_metrics")
+
+    @app.task(name="tmetrics.ok", shared=False)
+    def ok(x=0):
+        return x
+
+    @app.task(name="tmetrics.fail", shared=False)
+    def fail():
+        raise ConnectionError("gateway timed out")
+
+    @app.task(name="tmetrics.sleep", shared=False)
+    def sleep(seconds):
+        time.sleep(seconds)
+        return seconds
+
+    yield app
+    app.close()
+
+
+def exporter_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("celerylab-exporter")]
+
+
+def test_counters_match_the_tasks_run(app):
+    exporter = start_exporter(app)
+    with celerylab.run_worker(app, hostname=HOST):
+        for i in range(5):
+            app.tasks["tmetrics.ok"].delay(i)
+        for _ in range(2):
+            app.tasks["tmetrics.fail"].delay()
+        exporter.wait_until("celery_task_succeeded_total", 5)
+        exporter.wait_until("celery_task_failed_total", 2)
+        snap = scrape(exporter.url)                      # over HTTP, as Prometheus reads it
+    ok, fail = {"name": "tmetrics.ok"}, {"name": "tmetrics.fail"}
+    assert snap.value("celery_task_sent_total", **ok) == 5
+    assert snap.value("celery_task_sent_total", **fail) == 2
+    for event in ("received", "started"):
+        assert snap.value(f"celery_task_{event}_total") == 7
+    assert snap.value("celery_task_succeeded_total", **ok) == 5
+    assert snap.value("celery_task_succeeded_total", **fail) == 0      # series exists at 0
+    assert snap.value("celery_task_failed_total", exception="ConnectionError", **fail) == 2
+    assert snap.value("celery_task_retried_total") == 0
+    assert snap.value("celery_task_runtime_count", **ok) == 5
+    assert snap.by("celery_task_received_total", "hostname") == {"metrics-test": 7.0}
+    assert snap.by("celery_task_received_total", "queue_name") == {"celery": 7.0}
+    assert snap.value("celery_worker_up", hostname="metrics-test") == 1
+    exporter.stop()
+
+
+def test_metric_names_and_labels_are_celery_exporters(app):
+    exporter = Exporter(app)
+    try:
+        families = {f.name: f for f in exporter.registry.collect()}
+        for event in ("sent", "received", "started", "succeeded", "failed", "retried", "revoked", "rejected"):
+            fam = families[f"celery_task_{event}"]
+            assert fam.type == "counter"
+        assert families["celery_worker_up"].type == "gauge"
+        assert families["celery_worker_tasks_active"].type == "gauge"
+        assert families["celery_queue_length"].type == "gauge"
+        assert families["celery_task_runtime"].type == "histogram"
+        assert exporter.counters["task-failed"]._labelnames == ("name", "hostname", "exception", "queue_name")
+        assert exporter.counters["task-sent"]._labelnames == ("name", "hostname", "queue_name")
+        assert exporter.task_runtime._labelnames == ("name", "hostname", "queue_name")
+        assert exporter.queue_length._labelnames == ("queue_name",)
+        assert worker_host("orders@worker-a") == "worker-a"
+    finally:
+        exporter.stop()
+
+
+def test_queue_length_counts_every_priority_band(app):
+    exporter = start_exporter(app, queues=["exports"])
+    for i in range(40):
+        app.tasks["tmetrics.ok"].apply_async((i,), queue="exports", priority=i % 10)
+    import redis
+
+    client = redis.Redis.from_url(app.conf.broker_url)
+    assert client.llen("exports") == 12                          # band 0 only: priorities 0-2
+    assert exporter.queues.bands(["exports"]) == {"exports": {0: 12, 3: 12, 6: 12, 9: 4}}
+    assert scrape(exporter.url).value("celery_queue_length", queue_name="exports") == 40
+    assert scrape(exporter.url).value("celery_queue_length", queue_name="celery") == 0
+    client.close()
+    exporter.stop()
+
+
+def test_worker_up_follows_online_offline_and_heartbeat_timeout(app):
+    exporter = Exporter(app, worker_timeout=300)
+    try:
+        with celerylab.run_worker(app, hostname=HOST):
+            exporter.wait_until("celery_worker_up", 1, hostname="metrics-test")
+            app.tasks["tmetrics.sleep"].delay(0.5)
+            exporter.wait_until("celery_worker_tasks_active", 1, hostname="metrics-test")
+        # warm shutdown: the worker says goodbye (worker-offline)
+        deadline = time.monotonic() + 10
+        while exporter.value("celery_worker_up", hostname="metrics-test") != 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert exporter.value("celery_worker_tasks_active", hostname="metrics-test") == 0
+        # a killed worker says nothing: only its missing heartbeats tell
+        exporter.worker_timeout = 5
+        exporter._fold(Record(time=time.time() - 10, received=time.time() - 10, type="worker-heartbeat",
+                              hostname="ghost@far-away"))
+        assert exporter.snapshot().value("celery_worker_up", hostname="far-away") == 0
+        exporter._fold(Record(time=time.time(), received=time.time(), type="worker-heartbeat",
+                              hostname="ghost@far-away"))
+        assert exporter.snapshot().value("celery_worker_up", hostname="far-away") == 1
+    finally:
+        exporter.stop()
+
+
+def test_exporter_follows_a_replaced_watcher(app):
+    exporter = start_exporter(app)
+    with celerylab.run_worker(app, hostname=HOST):
+        app.tasks["tmetrics.ok"].delay()
+        exporter.wait_until("celery_task_succeeded_total", 1)
+        replacement = Watcher(app, sample_queues=False).start()     # e.g. celerylab.watch(app) re-run
+        try:
+            app.tasks["tmetrics.ok"].delay()
+            exporter.wait_until("celery_task_succeeded_total", 2)
+        finally:
+            replacement.stop(settle=0)
+    exporter.stop()
+
+
+def test_port_in_use_and_given_port(app):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = s.getsockname()[1]
+        with pytest.raises(PortInUseError) as err:
+            start_exporter(app, port=taken)
+        assert str(taken) in str(err.value) and "\n" not in str(err.value)
+    assert not exporter_threads()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    exporter = start_exporter(app, port=free)
+    assert exporter.url == f"http://127.0.0.1:{free}/metrics"
+    with urllib.request.urlopen(exporter.url, timeout=5) as resp:
+        assert b"celery_queue_length" in resp.read()
+    exporter.stop()
+
+
+def test_nothing_outlives_cleanup(app):
+    exporter = start_exporter(app)
+    port = exporter.port
+    assert port_in_use(port) and exporter_threads()
+    stopped = celerylab.cleanup()
+    assert any(name.startswith("metrics exporter") for name in stopped)
+    assert not port_in_use(port)
+    assert not exporter_threads()
+    assert not [t for t in threading.enumerate() if t.name.startswith("celerylab-events")]
+
+
+def test_parse_reads_flowers_format():
+    text = ('# HELP flower_events_total Number of events\n# TYPE flower_events_total counter\n'
+            'flower_events_total{task="a",type="task-sent",worker="w@h"} 3.0\n'
+            'flower_events_total{task="b",type="task-sent",worker="w@h"} 2.0\n')
+    snap = parse(text)
+    assert snap.value("flower_events_total", type="task-sent") == 5
+    assert snap.by("flower_events_total", "task") == {"a": 3.0, "b": 2.0}
+    assert snap.value("flower_events_total", task="zzz", default=-1) == -1
