@@ -246,9 +246,9 @@ def _check_soft_limit(ns):
 # ---------------------------------------------------------------------------------------
 S08 = {
     "acks": "1. When is a message acknowledged?",
-    "child": "1a. Kill only the pool process (`acks_late` alone)",
+    "child": "1a. Kill only the pool process",
     "group": "1b. Kill the whole worker",
-    "reject": "1c. Kill the pool process, with `task_reject_on_worker_lost=True`",
+    "reject": "1a. Kill only the pool process",
     "poison": "Gotcha: the poison message",
     "vt": "2. The visibility timeout runs long tasks twice",
     "pools": "3. Concurrency pools, measured",
