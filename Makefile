@@ -79,3 +79,8 @@ labs: install
 ## `make grade LABS="labs/00_first_tasks.ipynb"`; instructors: python -m celerylab grade --class DIR --csv scores.csv
 grade: install
 	$(PY) -m celerylab grade $(LABS)
+
+## Interview prep: regenerate docs/cheatsheet.md from the quiz's question bank (tests fail while it is stale).
+.PHONY: cheatsheet
+cheatsheet: install
+	$(PY) -m celerylab.quiz cheatsheet
