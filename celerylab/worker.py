@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 from celery import Celery
 from celery.worker import WorkController
+from kombu.asynchronous import set_event_loop
 
 from . import logs, processes
 from .errors import UnknownPoolError, WorkerStartError
@@ -109,6 +110,11 @@ class InKernelWorker:
         self.concurrency = concurrency
         self.queues = list(queues) if queues else None
         self.hostname = hostname or _default_hostname(app)
+        # Celery takes the worker's event loop (kombu's "hub") from a process-wide slot and only
+        # builds one when the slot is empty: a second in-kernel worker would share the first
+        # one's hub and timer (its ETA tasks never run, stopping can hang). Empty the slot so
+        # each worker builds its own, as each would in its own process.
+        set_event_loop(None)
         _running_hostnames.add(self.hostname)
         self.logname = f"worker-{self.hostname.split('@')[0]}"
         self.logfile = logs.to_file(self.logname, loglevel)

@@ -241,3 +241,19 @@ def test_kill_9_mid_batch_with_late_acks_loses_nothing(app, tasks):
     finally:
         second.terminate()
     assert sorted(values) == list(range(n))
+
+
+def test_two_in_kernel_workers_side_by_side(app, tasks):
+    """Each in-kernel worker has its own event loop: both run countdown tasks, both stop cleanly."""
+    first = celerylab.start_worker(app, queues=["one"], hostname="first@kernel")
+    second = celerylab.start_worker(app, queues=["two"], hostname="second@kernel")
+    try:
+        a = tasks.add.apply_async((1, 1), queue="one", countdown=0.3)
+        b = tasks.add.apply_async((2, 2), queue="two", countdown=0.3)
+        assert (a.get(timeout=10), b.get(timeout=10)) == (2, 4)
+    finally:
+        started = time.monotonic()
+        second.stop()
+        first.stop()
+    assert time.monotonic() - started < 10
+    assert kit_threads() == []
