@@ -24,11 +24,15 @@ from celerylab.worker import ALL_POOLS
 LESSON = "celerylab.lessons.l08_production"
 
 
+def _thumbnail_name(image: str) -> str:
+    return f"thumb-{image}"
+
+
 def make_thumbnail(image: str) -> str:
     """Pretend to resize one image: takes 0.1 s, returns the thumbnail's name."""
     for _ in range(10):
         time.sleep(0.01)
-    return f"thumb-{image}"
+    return _thumbnail_name(image)
 
 
 def _raise_in_thread(thread_ident: int, exc_type) -> bool:
@@ -163,7 +167,7 @@ class RespectSoftLimit(BehaviourCheck):
 
             outcomes = trial.run(task.app, [quick.task_id, slow.task_id], give_up=enforce)
             got = self.succeeded(f"thumbnails({few!r})", outcomes[quick.task_id])
-            if got != [make_thumbnail(i) for i in few]:
+            if got != [_thumbnail_name(i) for i in few]:
                 raise ExerciseIncorrect(f"thumbnails({few!r}) returned {describe(got)}: it should return the "
                                         f"thumbnails, in order")
             call = "thumbnails(40 images)"
@@ -172,7 +176,7 @@ class RespectSoftLimit(BehaviourCheck):
                 raise ExerciseIncorrect(f"{call} failed with SoftTimeLimitExceeded when its soft limit hit: "
                                         f"catch it and return what is done")
             got = self.succeeded(call, outcome)
-            expected = [make_thumbnail(i) for i in many]
+            expected = [_thumbnail_name(i) for i in many]
             if not isinstance(got, list) or not got or got != expected[:len(got)]:
                 raise ExerciseIncorrect(f"{call} returned {describe(got)} at its soft limit: it should return "
                                         f"the thumbnails made so far")
