@@ -140,3 +140,15 @@ def test_flower_dies_with_a_killed_kernel(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_url_prefix_moves_every_page(app):
+    flower = start_flower(app, url_prefix="flower")
+    try:
+        assert flower.url.endswith("/flower/")
+        assert flower.get("/healthcheck", auth=False).status == 200       # i.e. /flower/healthcheck
+        assert flower.get("/api/workers", auth=False).status == 401
+        assert isinstance(flower.workers(), dict)
+        assert "127.0.0.1" in flower.iframe().src
+    finally:
+        flower.stop()
