@@ -23,6 +23,8 @@ from .environment import check_environment
 from .events import FlowState, Record, Summary, Watcher  # noqa: E402,F401
 from .widgets import (show_flow, show_queue_depth, show_timeline, stop_watching,  # noqa: E402,F401
                       strip_widget_state, watch)
+from .flower import start_flower  # noqa: E402,F401
+from .metrics import start_exporter  # noqa: E402,F401
 
 __version__ = "0.1.0"
 
@@ -31,6 +33,7 @@ __all__ = [
     "UnknownPoolError", "WorkerStartError", "cleanup", "create_app", "current_broker",
     "check_environment", "run_worker", "spawn_worker", "start_broker", "start_worker", "where",
 ]
+__all__ += ["start_exporter", "start_flower"]
 
 from .processes import start_parent_watchdog as _watchdog  # noqa: E402
 
