@@ -69,11 +69,9 @@ def bound_logging_example(self):
 
 
 def spawn_reports_worker(queues=("reports",)):
-    """``reports@worker-b``: a worker *process* (threads pool) for this lesson's tasks.
-
-    A process, not a second in-kernel worker: two workers sharing one app in one kernel race
-    inside kombu's Redis poller, and the first one can die of it.
-    """
+    """``reports@worker-b``: a worker *process* (threads pool) for this lesson's tasks, like a
+    second machine: ``terminate()`` is a real SIGTERM (warm shutdown, worker-offline event),
+    and a SIGKILL would be a real crash (no goodbye, only missing heartbeats)."""
     return celerylab.spawn_worker(__name__, pool="threads", concurrency=2, queues=list(queues),
                                   hostname=WORKER_B)
 
