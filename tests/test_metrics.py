@@ -180,3 +180,29 @@ def test_parse_reads_flowers_format():
     assert snap.value("flower_events_total", type="task-sent") == 5
     assert snap.by("flower_events_total", "task") == {"a": 3.0, "b": 2.0}
     assert snap.value("flower_events_total", task="zzz", default=-1) == -1
+
+
+def test_live_plot_scrapes_and_draws_until_stopped(app):
+    from celerylab.metrics import live_plot
+
+    exporter = start_exporter(app)
+    plot = live_plot(exporter.url, interval=0.05)
+    try:
+        with celerylab.run_worker(app, hostname=HOST):
+            for i in range(4):
+                app.tasks["tmetrics.ok"].delay(i)
+            exporter.wait_until("celery_task_succeeded_total", 4)
+            deadline = time.monotonic() + 5
+            while not plot.points or plot.points[-1][1]["succeeded"] < 4:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        names = [trace.name for trace in plot.widget.data]
+        assert names == ["sent", "succeeded", "failed", "queue length (celery)"]
+        assert max(plot.widget.data[1].y) == 4
+        assert plot._repr_mimebundle_()["text/plain"].startswith("celerylab live metrics plot")
+    finally:
+        plot.stop()
+        exporter.stop()
+    n = len(plot.points)
+    time.sleep(0.2)
+    assert len(plot.points) == n and not [t for t in threading.enumerate() if t.name == "celerylab-live-plot"]
