@@ -257,6 +257,18 @@ def test_pattern_subscriber_gets_keyspace_notifications(server):
     pubsub.close()
 
 
+def test_channel_subscriber_gets_keyspace_notifications(server):
+    exact = client(server).pubsub()
+    exact.subscribe("__keyevent@0__:del")
+    assert exact.get_message(timeout=1)["type"] == "subscribe"
+    r = client(server)
+    r.set("watched", "1")
+    r.delete("watched")
+    message = exact.get_message(timeout=1)
+    assert message and message["channel"] == b"__keyevent@0__:del" and message["data"] == b"watched"
+    exact.close()
+
+
 def test_resp3_hello(server):
     r = client(server, protocol=3)
     assert r.set("k", "v") is True
