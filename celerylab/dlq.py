@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
 from celery import Celery, signals
+from celery.exceptions import Reject
 
 from .store import redis_client
 
@@ -134,13 +135,14 @@ class DeadLetterQueue:
         request = getattr(task, "request", None)
         delivery = dict(getattr(request, "delivery_info", None) or {})
         replays = request.get(REPLAYS_HEADER) if request is not None else None
+        reason = exception.reason if isinstance(exception, Reject) else exception
         entry = DeadLetter(
             task_id=str(task_id),
             task=task.name,
             args=_json_safe(list(args or ())),
             kwargs=_json_safe(dict(kwargs or {})),
             exception=type(exception).__name__ if exception is not None else "",
-            message=" ".join(str(exception).split()) if exception is not None else "",
+            message=" ".join(str(reason).split()) if exception is not None else "",
             queue=delivery.get("routing_key"),
             retries=int(getattr(request, "retries", 0) or 0),
             replays=int(replays or 0),

@@ -17,6 +17,7 @@ from celerylab.store import redis_client
 
 FIXED: set = set()          # order ids whose "bug" is fixed: process() succeeds for them
 RUNS: list = []             # (order, retries, dlq_replays header) of every run
+TASKS: dict = {}            # tasks the tests reach by name
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,12 @@ def world():
             raise self.retry(exc=ConnectionError("down"), countdown=0.05)
         return order
 
+    @app.task(name="t06.reject", bind=True, acks_late=True)
+    def reject(self, order):
+        from celery.exceptions import Reject
+
+        raise Reject(f"order {order} rejected", requeue=False)
+
     @app.task(name="t06.other_fails")
     def other_fails():
         raise KeyError("not watched")
@@ -58,6 +65,7 @@ def world():
     # One in-kernel worker only: stopping one of two in-kernel workers can hang in kombu's
     # channel close (the other app's failing task runs eagerly instead; it fires the same signal).
     worker = celerylab.start_worker(app, concurrency=4, queues=["celery", "orders"])
+    TASKS["reject"] = reject
     yield app, other_app, process, flaky, other_fails, other_app_fails
     worker.stop()
     celerylab.cleanup()
@@ -139,6 +147,15 @@ def test_only_the_apps_watched_tasks_are_recorded(world):
         for q in (only, everything, other):
             q.uninstall()
             q.purge()
+
+
+def test_a_rejected_task_is_kept_though_redis_drops_its_message(world, dlq):
+    res = TASKS["reject"].delay(60)
+    settle([res], dlq, 1)
+    [entry] = dlq.entries()
+    assert entry.task_id == res.id and entry.exception == "Reject"
+    assert entry.message == "order 60 rejected"
+    assert redis_client().llen("celery") == 0 and redis_client().hlen("unacked") == 0
 
 
 def test_uninstalled_records_nothing(world, dlq):
