@@ -73,25 +73,25 @@ class RunLog:
 runs = RunLog()
 
 
-@app.task(name="l03.stamp")
+@app.task(name="l03.stamp", shared=False)
 def stamp(label):
     """Record that ``label`` ran now; return the label."""
     runs.add(label)
     return label
 
 
-@app.task(name="l03.daily_report")
+@app.task(name="l03.daily_report", shared=False)
 def daily_report():
     runs.add("daily-report")
     return "report sent"
 
 
-@app.task(name="l03.every_minute")
+@app.task(name="l03.every_minute", shared=False)
 def every_minute():
     runs.add("every-minute")
 
 
-@app.task(name="l03.heartbeat")
+@app.task(name="l03.heartbeat", shared=False)
 def heartbeat():
     runs.add("heartbeat")
 
@@ -115,7 +115,7 @@ def _vt_app(name: str, visibility_timeout: float):
         "unacked_mutex_key": f"{name}_unacked_mutex",
     })
 
-    @a.task(name=f"{name}.send_reminder")
+    @a.task(name=f"{name}.send_reminder", shared=False)
     def send_reminder(who):
         runs.add(f"{name}:{who}")
         return who

@@ -11,6 +11,7 @@ Apps:
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -103,37 +104,37 @@ def worker_names(*workers) -> dict[int, str]:
 
 
 # -- routing ------------------------------------------------------------------------------------
-@app.task(bind=True, name="l04.resize_image")
+@app.task(bind=True, name="l04.resize_image", shared=False)
 def resize_image(self, name):
     """Pretend to resize an image (slow, CPU-heavy work in real life)."""
     return _record(self, name, 0.05)
 
 
-@app.task(bind=True, name="l04.send_email")
+@app.task(bind=True, name="l04.send_email", shared=False)
 def send_email(self, to):
     """Pretend to send an email (fast, urgent work)."""
     return _record(self, to)
 
 
 # -- priority -----------------------------------------------------------------------------------
-@app.task(bind=True, name="l04.job")
+@app.task(bind=True, name="l04.job", shared=False)
 def job(self, label):
     return _record(self, label, 0.01)
 
 
-@full_app.task(bind=True, name="l04full.job")
+@full_app.task(bind=True, name="l04full.job", shared=False)
 def full_job(self, label):
     return _record(self, label, 0.01)
 
 
 # -- prefetch and head-of-line blocking -----------------------------------------------------------
-@app.task(bind=True, name="l04.work")
+@app.task(bind=True, name="l04.work", shared=False)
 def work(self, label, seconds):
     """Early ack (Celery's default): the message is acknowledged when the task starts."""
     return _record(self, label, seconds)
 
 
-@app.task(bind=True, name="l04.work_late", acks_late=True)
+@app.task(bind=True, name="l04.work_late", acks_late=True, shared=False)
 def work_late(self, label, seconds):
     """Late ack: the message is acknowledged when the task has finished."""
     return _record(self, label, seconds)
@@ -198,9 +199,11 @@ rabbit_app = celerylab.create_app("l04_rabbitmq", task_default_queue="prio", tas
 ])
 
 
-@rabbit_app.task(bind=True, name="l04rabbit.job")
-def rabbit_job(self, label):
-    return _record(self, label, 0.01)
+@rabbit_app.task(name="l04rabbit.job", shared=False)
+def rabbit_job(label):
+    started = time.time()
+    time.sleep(0.01)
+    return [label, started]
 
 
 def on_rabbitmq(a=None) -> bool:
@@ -208,14 +211,18 @@ def on_rabbitmq(a=None) -> bool:
     return str((a or app).conf.broker_url or "").startswith(("amqp://", "amqps://", "pyamqp://"))
 
 
-def rabbitmq_priority(priorities=(0, 9, 5, 1, 8)) -> list[str]:
-    """Queue jobs with these priorities, then let one worker slot (prefetch 1) run them: the order."""
-    runs.clear()
-    for p in priorities:                     # all queued before any worker runs
-        rabbit_job.apply_async((f"p{p}",), priority=p)
-    with run_worker(rabbit_app, queues=["prio"], concurrency=1, prefetch_multiplier=1):
-        runs.wait_for(len(priorities))
-    return runs.labels()
+def rabbitmq_priority(priorities=(0, 9, 5, 1, 8), timeout: float = 20.0) -> list[str]:
+    """Queue jobs with these priorities, then let one worker slot (prefetch 1) run them: the order.
+
+    The worker is a real ``celery worker`` process (``-A ...:rabbit_app -Q prio -c 1
+    --prefetch-multiplier 1``); each job returns when it started.
+    """
+    results = [rabbit_job.apply_async((f"p{p}",), priority=p) for p in priorities]  # no worker yet
+    worker = celerylab.spawn_worker(f"{__name__}:rabbit_app", pool="solo", concurrency=1, queues=["prio"],
+                                    prefetch_multiplier=1, hostname=f"l04-rabbit-{os.getpid()}@%h")
+    with worker:
+        done = [r.get(timeout=timeout) for r in results]
+    return [label for label, _ in sorted(done, key=lambda item: item[1])]
 
 
 app.set_current()  # the lesson's main app stays Celery's current app
