@@ -1,0 +1,247 @@
+"""Exercises for labs/05_retries.ipynb: retry by hand, back off automatically, charge once.
+
+In the lab::
+
+    from celerylab.exercises.l05_retries import *   # q1, q2, q3, ____ and the pretend services
+    q1.check(); q1.hint(); q1.hint(2); q1.solution()
+
+Every check runs the learner's task on a real worker in the kernel and judges what happened:
+how many attempts, how far apart, how it ended (q1, q2), how many charges were made (q3).
+"""
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+
+from celerylab.grading import Attempts, BehaviourCheck, RetriesOn, Trial, bind
+from celerylab.grading.kinds import fmt_call
+from celerylab.grading.outcomes import ExerciseIncorrect, ____, describe, describe_exc  # noqa: F401
+from celerylab.store import redis_client
+
+
+class _Flaky:
+    """Calls per key; a key fails with ConnectionError on its first ``fails`` calls."""
+
+    def __init__(self):
+        self.calls: Counter = Counter()
+        self._lock = threading.Lock()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.calls.clear()
+
+    def call(self, key) -> int:
+        with self._lock:
+            self.calls[key] += 1
+            return self.calls[key]
+
+
+_inventory = _Flaky()
+_quotes = _Flaky()
+
+
+def inventory_api(sku):
+    """Stock level of ``sku``. SKUs must look like ``SKU-...`` (else ValueError).
+    ``SKU-...-flaky`` fails with ConnectionError twice, then answers; ``SKU-...-down`` always fails."""
+    if not isinstance(sku, str) or not sku.startswith("SKU-"):
+        raise ValueError(f"not a SKU: {sku!r}")
+    n = _inventory.call(sku)
+    if sku.endswith("-down") or (sku.endswith("-flaky") and n <= 2):
+        raise ConnectionError(f"inventory service: connection reset ({sku})")
+    return {"sku": sku, "in_stock": 7}
+
+
+def quotes_api(symbol):
+    """Price of ``symbol``: fails with ConnectionError on its first two calls per symbol, then
+    answers. ``"DOWN"`` always fails; a symbol that is not upper-case letters raises ValueError."""
+    if not isinstance(symbol, str) or not symbol.isalpha() or not symbol.isupper():
+        raise ValueError(f"not a ticker symbol: {symbol!r}")
+    n = _quotes.call(symbol)
+    if symbol == "DOWN" or n <= 2:
+        raise ConnectionError(f"quotes service: timed out ({symbol})")
+    return {"symbol": symbol, "price": 101.5}
+
+
+# -- payments: a pretend card processor that records charges (q3) ----------------------------
+_charges: list = []
+_receipts: Counter = Counter()
+_pay_lock = threading.Lock()
+
+
+def charge_card(order_id, amount) -> None:
+    """Charge the customer's card for ``order_id`` (every call is a real charge)."""
+    with _pay_lock:
+        _charges.append((order_id, amount))
+
+
+def send_receipt(order_id) -> None:
+    """E-mail the receipt. The first call for each order times out (TimeoutError)."""
+    with _pay_lock:
+        _receipts[order_id] += 1
+        first = _receipts[order_id] == 1
+    if first:
+        raise TimeoutError(f"mail server timed out (receipt for order {order_id})")
+
+
+def charges() -> list:
+    """The charges made so far: ``[(order_id, amount), ...]``."""
+    with _pay_lock:
+        return list(_charges)
+
+
+def _reset_payments() -> None:
+    with _pay_lock:
+        _charges.clear()
+        _receipts.clear()
+
+
+class SyncInventory(RetriesOn):
+    task = "sync_inventory"
+    countdown = 0.2
+    window = (0.1, 1.0)
+    scenarios = [
+        Attempts(("SKU-1-flaky",), retries=2, succeeds=True, value={"sku": "SKU-1-flaky", "in_stock": 7},
+                 about="a service that fails twice, then answers"),
+        Attempts(("SKU-2-down",), retries=2, succeeds=False, raises="ConnectionError",
+                 about="a service that stays down"),
+        Attempts(("2-down",), retries=0, succeeds=False, raises="ValueError", about="not a SKU"),
+    ]
+    correct = "sync_inventory retries twice, 0.2 s apart, then fails with the ConnectionError; bad SKUs fail at once."
+    hints = (
+        "Catch only `ConnectionError` around `inventory_api(sku)` and ask for a retry with "
+        "`raise self.retry(...)`; a ValueError should escape and fail the task at once.",
+        "`raise self.retry(exc=exc, countdown=0.2, max_retries=2)`: `max_retries` counts retries, "
+        "not runs (2 retries = 3 runs), and `exc=exc` makes the last failure raise the "
+        "ConnectionError instead of MaxRetriesExceededError.",
+    )
+    solution_text = """
+        @app.task(bind=True)
+        def sync_inventory(self, sku):
+            try:
+                return inventory_api(sku)
+            except ConnectionError as exc:
+                raise self.retry(exc=exc, countdown=0.2, max_retries=2)
+    """
+
+    def prepare(self) -> None:
+        _inventory.reset()
+
+
+class FetchQuotes(RetriesOn):
+    """Automatic retries with exponential backoff: the waits must double (1 s, then 2 s)."""
+
+    task = "fetch_quotes"
+    countdown = 1.0
+    window = (0.6, 3.0)
+    timeout = 8.0
+    expected_waits = (1.0, 2.0)
+    tolerance = 0.4
+    scenarios = [
+        Attempts(("ACME",), retries=2, succeeds=True, value={"symbol": "ACME", "price": 101.5},
+                 about="a service that times out twice"),
+        Attempts(("DOWN",), retries=2, succeeds=False, raises="ConnectionError", about="a service that stays down"),
+        Attempts(("acme",), retries=0, succeeds=False, raises="ValueError", about="not a ticker symbol"),
+    ]
+    correct = "fetch_quotes is retried automatically, 1 s then 2 s apart, and gives up after two retries."
+    hints = (
+        "No try/except this time: `@app.task(autoretry_for=(ConnectionError,), ...)` retries the "
+        "task whenever that exception escapes it.",
+        "Add `retry_backoff=True` (waits 1, 2, 4... s), `retry_jitter=False` (else each wait is "
+        "random, possibly 0) and `max_retries=2`.",
+    )
+    solution_text = """
+        @app.task(autoretry_for=(ConnectionError,), retry_backoff=True, retry_jitter=False, max_retries=2)
+        def fetch_quotes(symbol):
+            return quotes_api(symbol)
+    """
+
+    def prepare(self) -> None:
+        _quotes.reset()
+
+    def _check(self, ns):
+        task = self.task_named(ns, self.task)
+        if not tuple(getattr(task, "autoretry_for", ()) or ()):
+            raise ExerciseIncorrect(f"`{self.task}` has no autoretry_for: declare which exceptions Celery "
+                                    f"should retry (`autoretry_for=(ConnectionError,)`), no try/except needed")
+        self._waits = {}
+        super()._check(ns)
+
+    def _judge(self, call, s, o, lo, hi):
+        super()._judge(call, s, o, lo, hi)
+        if s.retries < 2:
+            return
+        waits = o.spacing
+        for n, (got, want) in enumerate(zip(waits, self.expected_waits), start=1):
+            if abs(got - want) > self.tolerance:
+                shown = ", ".join(f"{w:.1f} s" for w in waits)
+                raise ExerciseIncorrect(f"{call}: the attempts were {shown} apart; with exponential backoff "
+                                        f"and no jitter they are 1 s, then 2 s apart")
+
+
+class PayOnce(BehaviourCheck):
+    """``pay(order_id, amount)`` charges each order once, however often its task id runs."""
+
+    task = "pay"
+    timeout = 6.0
+    correct = "pay charges each order once: a retry and a duplicate message charge nothing more."
+    hints = (
+        "The task runs again with the *same* `self.request.id` after a retry, and when a message "
+        "is delivered twice. Remember that this id has charged, somewhere every worker sees: Redis.",
+        "`redis_client().set(f\"charged:{self.request.id}\", 1, nx=True, ex=86400)` returns True "
+        "only for the first caller; charge the card only then.",
+    )
+    solution_text = """
+        @app.task(bind=True, max_retries=3)
+        def pay(self, order_id, amount):
+            if redis_client().set(f"charged:{self.request.id}", 1, nx=True, ex=86400):
+                charge_card(order_id, amount)
+            try:
+                send_receipt(order_id)
+            except TimeoutError as exc:
+                raise self.retry(exc=exc, countdown=0.1)
+            return "paid"
+    """
+
+    def _check(self, ns):
+        task = self.task_named(ns, self.task)
+        _reset_payments()
+        run = uuid.uuid4().hex[:8]
+        a, b, c = f"A-{run}", f"B-{run}", f"C-{run}"
+        twice = f"lab05-pay-{run}"
+        with Trial(self.timeout) as trial:
+            pubs = [self.send(trial, task, (a, 10.0))]
+            for _ in range(2):  # the same message twice, as a redelivery would
+                got = self.run_learner(trial, "pay.apply_async(...)", task.apply_async, (b, 20.0), task_id=twice)
+                pubs.append(self.sent(trial, f"pay.apply_async(({b!r}, 20.0), task_id=...)", got))
+            pubs.append(self.send(trial, task, (c, 30.0)))
+            ids = [p.task_id for p in pubs]
+            trial.start_worker(task.app, {p.data["queue"] for p in pubs if p.data["queue"]} or {"celery"}, 4)
+            need = Counter(ids)
+
+            def finished(rec) -> bool:
+                return all(len(rec.of(t, "succeeded")) + len(rec.of(t, "failed")) >= n for t, n in need.items())
+
+            trial.recorder.wait(finished, self.timeout)
+            calls = {ids[0]: (a, 10.0), twice: (b, 20.0), ids[-1]: (c, 30.0)}
+            for t, args in calls.items():
+                for failed in trial.recorder.of(t, "failed"):
+                    raise self.failed(fmt_call(self.task, args), failed.data.get("exc"))
+            if not finished(trial.recorder):
+                raise ExerciseIncorrect(f"pay did not finish within {self.timeout:g} s: does it retry forever?")
+        made = Counter(order for order, _ in charges())
+        if made[a] == 0 or made[c] == 0:
+            missing = a if made[a] == 0 else c
+            raise ExerciseIncorrect(f"pay({missing!r}, ...) never charged the card: the first run of each "
+                                    f"task must charge")
+        if made[a] > 1:
+            raise ExerciseIncorrect(f"pay({a!r}, 10.0) charged the card {made[a]} times: the retry after the "
+                                    f"receipt timeout charged again")
+        if made[b] > 1:
+            raise ExerciseIncorrect(f"the same task message delivered twice charged the card {made[b]} times")
+        if made[b] == 0:
+            raise ExerciseIncorrect(f"pay({b!r}, 20.0) never charged the card")
+
+
+__all__ = ["____", "inventory_api", "quotes_api", "charge_card", "send_receipt", "charges",
+           "redis_client"] + bind(globals(), SyncInventory, FetchQuotes, PayOnce)
