@@ -465,18 +465,18 @@ QUESTIONS: list[Question] = [
            "It is about publishing, not executing, and you do not need to turn it on."),
 
     # ----- 06 -------------------------------------------------------------------------
-    choice("l06-redis-dlx", "06", None,
+    choice("l06-redis-dlx", "06", "2. On Redis, nothing is dead-lettered",
            "You add `x-dead-letter-exchange` queue arguments and use Redis as the broker. What happens to "
            "failed tasks?",
            ["They go to the dead-letter queue", "Nothing: the Redis transport ignores them; build the DLQ "
             "yourself (on_failure or task_failure re-publishes the task)", "They are retried", "The worker refuses to start"], 1,
            "Dead-lettering is a RabbitMQ feature. On Redis an application hook copies failures to a list or queue."),
-    choice("l06-rabbit-acked", "06", None,
+    choice("l06-rabbit-acked", "06", "3. On RabbitMQ: only *rejected* messages are dead-lettered",
            "On RabbitMQ with a dead-letter exchange, a task raises. Does its message reach the DLQ?",
            ["Yes, always", "No: a failed task is still acked. It needs acks_late plus Reject(requeue=False) "
             "or task_acks_on_failure_or_timeout=False", "Only with retries", "Only with priority"], 1,
            "Only a rejected (or expired) message is dead-lettered; Celery acks failures by default."),
-    choice("l06-what-for", "06", None,
+    choice("l06-what-for", "06", "1. What a dead-letter queue is for",
            "What is a dead-letter queue for?",
            ["To retry tasks faster", "To keep the tasks that failed for good, so a human or a repair job "
             "can look at them and replay them", "To store results", "To make tasks idempotent"], 1,
@@ -610,7 +610,7 @@ QUESTIONS: list[Question] = [
     myth("myth-started", "01", "3. Every state a task reports",
          "STARTED appears once a worker starts the task.", False,
          "Only with task_track_started=True; by default a task goes from PENDING straight to SUCCESS/FAILURE."),
-    myth("myth-dlx-redis", "06", None,
+    myth("myth-dlx-redis", "06", "2. On Redis, nothing is dead-lettered",
          "Route failed tasks to a dead-letter queue with x-dead-letter-exchange queue arguments.", False,
          "RabbitMQ only, and only for rejected messages (Celery acks failures). On Redis, build the DLQ yourself."),
 ]
