@@ -423,9 +423,10 @@ QUESTIONS: list[Question] = [
            "bands (priority_steps, default 0, 3, 6, 9)."),
     choice("l04-bands", "04", "3. Every priority its own band",
            "With the default priority_steps on Redis, are priorities 1 and 2 kept apart?",
-           ["Yes", "No: they share the band of priority 3, in arrival order", "Only with RabbitMQ",
+           ["Yes", "No: 0, 1 and 2 share band 0, first in first out", "Only with RabbitMQ",
             "Only with acks_late"], 1,
-           "Default steps [0, 3, 6, 9] put 1-3 in one list. priority_steps=list(range(10)) gives each its own."),
+           "A message goes to the highest step at or below its priority: with steps [0, 3, 6, 9], 0-2 share "
+           "band 0, 3-5 band 3, 6-8 band 6. priority_steps=list(range(10)) gives each priority its own list."),
     choice("l04-rabbit", "04", "4. RabbitMQ: native priority, higher number first",
            "How do you get message priority on RabbitMQ?",
            ["Nothing to do", "Declare the queue with x-max-priority; then a higher number runs first",
