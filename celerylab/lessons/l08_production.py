@@ -7,7 +7,6 @@ often a task really ran, in which process, even when the process running it was 
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -360,12 +359,3 @@ def calibrate(seconds: float = 0.15) -> int:
         if spent > 0.03:
             return max(1, int(n * seconds / spent))
         n *= 4
-
-
-def dump_message(task_id: str) -> dict | None:
-    """The raw message of a task the broker still holds (queued or unacked), decoded."""
-    client = db()
-    for raw in client.hvals("unacked"):
-        if task_id in raw:
-            return json.loads(raw)[0]
-    return None
