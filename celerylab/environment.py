@@ -20,6 +20,8 @@ OPTIONAL = [
     ("flower", "monitoring dashboard (lesson 07)"),
     ("prometheus-client", "metrics (lesson 07)"),
     ("msgpack", "msgpack serializer (lesson 02)"),
+    ("sentry-sdk", "error reporting (lesson 07)"),
+    ("gevent", "the gevent pool (lesson 08)"),
 ]
 
 

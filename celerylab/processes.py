@@ -76,14 +76,35 @@ def kill_group(pid: int, sig: int = signal.SIGKILL, wait: float = 0.0) -> bool:
     except (ProcessLookupError, PermissionError):
         return True
     deadline = time.monotonic() + wait
-    while True:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return True
+    while group_alive(pid):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.02)
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    """True while a process of group pgid is still running (zombies waiting to be reaped don't count)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = "/proc"
+    if not os.path.isdir(proc):
+        return True
+    for entry in os.listdir(proc):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"{proc}/{entry}/stat") as f:
+                fields = f.read().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def child_env(env: dict[str, str] | None = None) -> dict[str, str]:

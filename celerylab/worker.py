@@ -118,6 +118,8 @@ class InKernelWorker:
         _running_hostnames.add(self.hostname)
         self.logname = f"worker-{self.hostname.split('@')[0]}"
         self.logfile = logs.to_file(self.logname, loglevel)
+        queues_state = app.amqp.queues
+        consume_from_before = queues_state._consume_from
         self._controller = _KitWorkController(
             app=app,
             hostname=self.hostname,
@@ -137,9 +139,14 @@ class InKernelWorker:
         deadline = time.monotonic() + ready_timeout
         while not self._controller.ready.wait(0.05):
             if not self._thread.is_alive() or time.monotonic() > deadline:
+                queues_state._consume_from = consume_from_before
                 self.stop()
                 reason = f": {self._error}" if self._error else f" within {ready_timeout:.0f} s"
                 raise WorkerStartError(f"worker {self.hostname} did not start{reason} (log: {self.logfile})")
+        # Celery records a worker's ``queues`` in the app itself (``app.amqp.queues.select``),
+        # which is right for a worker process but would make every later worker on this app in
+        # the kernel consume only those queues. The consumer has subscribed by now: put it back.
+        queues_state._consume_from = consume_from_before
         self._forget = processes.register(f"in-kernel worker {self.hostname}", self.stop)
 
     def _run(self) -> None:

@@ -119,11 +119,9 @@ def test_unknown_pool_is_one_clear_error(app):
 
 
 def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
+    from celerylab.processes import group_alive as alive
+
+    return alive(pgid)
 
 
 @pytest.mark.slow
@@ -257,3 +255,10 @@ def test_two_in_kernel_workers_side_by_side(app, tasks):
         first.stop()
     assert time.monotonic() - started < 10
     assert kit_threads() == []
+
+
+def test_a_worker_on_chosen_queues_does_not_narrow_later_workers(app, tasks):
+    with celerylab.run_worker(app, queues=["reports"]):
+        assert tasks.add.apply_async((1, 2), queue="reports").get(timeout=10) == 3
+    with celerylab.run_worker(app):  # default queue again, as a fresh worker would
+        assert tasks.add.delay(2, 2).get(timeout=10) == 4
