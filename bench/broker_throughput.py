@@ -142,10 +142,11 @@ def main() -> int:
     args = parser.parse_args()
     mode = "results ignored" if args.ignore_result else "results stored"
     print(f"{args.tasks} trivial tasks x {args.rounds} rounds, threads pool x4, {mode}, {os.cpu_count()} cores")
-    brokers = [Broker("embedded", start_embedded)]
-    if shutil.which("redis-server"):
-        brokers.append(Broker("redis-server", start_redis))
+    brokers: list[Broker] = []
     try:
+        brokers.append(Broker("embedded", start_embedded))
+        if shutil.which("redis-server"):
+            brokers.append(Broker("redis-server", start_redis))
         for broker in brokers:
             wait_port(broker.port)
         for n in range(args.rounds):
