@@ -164,6 +164,8 @@ class PublishLog:
     def __init__(self):
         self.entries: list[dict] = []
         self._lock = threading.Lock()
+        # one log per process, also when the module is reloaded
+        signals.before_task_publish.disconnect(dispatch_uid="l05-publish-log")
         signals.before_task_publish.connect(self._on_publish, weak=False, dispatch_uid="l05-publish-log")
 
     def _on_publish(self, sender=None, headers=None, **_):
