@@ -52,3 +52,20 @@ def test_redis_extra_is_kept_for_kombu():
 
 def test_ci_calls_make_test():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_relative_link_in_the_notebooks_points_to_a_file():
+    import json
+
+    broken = []
+    for folder in ("notebooks", "solutions", "labs"):
+        for nb_path in sorted((ROOT / folder).glob("*.ipynb")):
+            for cell in json.loads(nb_path.read_text())["cells"]:
+                if cell["cell_type"] != "markdown":
+                    continue
+                for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", "".join(cell["source"])):
+                    if "://" in target or target.startswith("mailto:"):
+                        continue
+                    if not (nb_path.parent / target).exists():
+                        broken.append(f"{nb_path.relative_to(ROOT)} -> {target}")
+    assert broken == []
