@@ -52,8 +52,8 @@ def test_countdown_is_held_unacked_then_runs_and_expired_tasks_are_revoked(tmp_p
 @pytest.mark.slow
 def test_a_countdown_longer_than_the_visibility_timeout_runs_twice(tmp_path):
     out = run_script("""
-        ws = [side_by_side.start_worker(l03.short_vt_app, queues=["vt_short"]),
-              side_by_side.start_worker(l03.long_vt_app, queues=["vt_long"])]
+        ws = [celerylab.start_worker(l03.short_vt_app, queues=["vt_short"]),
+              celerylab.start_worker(l03.long_vt_app, queues=["vt_long"])]
         l03.short_vt_reminder.apply_async(("x",), countdown=3.5)
         l03.long_vt_reminder.apply_async(("x",), countdown=3.5)
         l03.runs.wait_for("vt_long:x", 1, timeout=10)

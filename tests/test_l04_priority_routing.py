@@ -28,8 +28,8 @@ def run_script(body: str, tmp_path, timeout: float = 90) -> dict:
 def test_routes_send_each_task_to_its_queue_and_worker(tmp_path):
     out = run_script("""
         l04.app.conf.task_routes = {"l04.resize_image": {"queue": "images"}}
-        a = l04.start_worker(l04.app, queues=["celery"], hostname="mail@t")
-        b = l04.start_worker(l04.app, queues=["images"], hostname="images@t")
+        a = celerylab.start_worker(l04.app, queues=["celery"], hostname="mail@t")
+        b = celerylab.start_worker(l04.app, queues=["images"], hostname="images@t")
         for r in [l04.resize_image.delay("p.jpg"), l04.send_email.delay("x@y")]:
             r.get(timeout=5)
         names = l04.worker_names(a, b)

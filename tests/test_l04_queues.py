@@ -79,11 +79,11 @@ def test_non_redis_brokers_get_a_clear_error(app):
     app.set_current()
 
 
-def test_two_in_kernel_workers_side_by_side_both_run_countdown_tasks(app):
+def test_two_in_kernel_workers_side_by_side_both_run_countdown_tasks_and_stop_together(app):
     """With one shared event loop the second worker never ran its ETA tasks (celery/kombu 5.7)."""
     job = app.tasks["test_queues.job"]
-    w1 = side_by_side.start_worker(app, queues=["q1"], hostname="w1@test")
-    w2 = side_by_side.start_worker(app, queues=["q2"], hostname="w2@test")
+    w1 = celerylab.start_worker(app, queues=["q1"], hostname="w1@test")
+    w2 = celerylab.start_worker(app, queues=["q2"], hostname="w2@test")
     try:
         assert w1.controller.hub is not w2.controller.hub
         r1 = job.apply_async(("q1",), queue="q1", countdown=0.3)

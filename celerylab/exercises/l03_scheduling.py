@@ -255,7 +255,7 @@ class ReminderRunsOnce(BehaviourCheck):
 
     def _check(self, ns):
         import celerylab
-        from celerylab.side_by_side import run_worker
+        from celerylab.worker import run_worker
         from celery import current_app
 
         value = self.value_named(ns, self.name)

@@ -20,7 +20,8 @@ from kombu import Exchange, Queue
 
 import celerylab
 from celerylab import queues
-from celerylab.side_by_side import run_worker, start_worker, stop_all  # noqa: F401 - used by the lesson
+from celerylab.side_by_side import stop_all  # noqa: F401 - used by the lesson
+from celerylab.worker import start_worker
 
 app = celerylab.create_app("l04_priority_routing")
 
