@@ -12,8 +12,8 @@ from celery.exceptions import MaxRetriesExceededError
 import celerylab
 from celerylab.events import Watcher
 
-# The lesson module is reloaded onto this module's broker; Celery then warns that its (shared)
-# task names were registered before. Same functions, same names: harmless here.
+# If the lesson module was imported before (on another broker) it is reloaded onto this module's
+# broker; Celery then warns that its (shared) task names were registered before. Harmless here.
 pytestmark = pytest.mark.filterwarnings("ignore::celery.exceptions.DuplicateTaskNameWarning")
 
 
@@ -26,7 +26,8 @@ def lesson():
     celerylab.start_broker()
     import celerylab.lessons.l05_retries as l05
 
-    l05 = importlib.reload(l05)  # its app on this module's broker
+    if l05.app.conf.broker_url != celerylab.current_broker().url:
+        l05 = importlib.reload(l05)  # imported earlier on another broker: its app on this one
     worker = celerylab.start_worker(l05.app, concurrency=10)
     watcher = Watcher(l05.app, sample_queues=False).start()
     # warm up: the first ETA messages a fresh worker schedules can start tens of ms late

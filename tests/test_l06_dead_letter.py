@@ -20,7 +20,8 @@ def l06():
     celerylab.start_broker()
     import celerylab.lessons.l06_dead_letter as module
 
-    module = importlib.reload(module)  # its apps on this module's broker
+    if module.app.conf.broker_url != celerylab.current_broker().url:
+        module = importlib.reload(module)  # imported earlier on another broker: its apps on this one
     yield module
     celerylab.cleanup()
     if saved is not None:
