@@ -62,8 +62,7 @@ def world():
         raise RuntimeError("another app")
 
     app.set_current()
-    # One in-kernel worker only: stopping one of two in-kernel workers can hang in kombu's
-    # channel close (the other app's failing task runs eagerly instead; it fires the same signal).
+    # One in-kernel worker (quicker); the other app's failing task runs eagerly: it fires the same signal.
     worker = celerylab.start_worker(app, concurrency=4, queues=["celery", "orders"])
     TASKS["reject"] = reject
     yield app, other_app, process, flaky, other_fails, other_app_fails
