@@ -35,7 +35,7 @@ def _version(dist: str) -> str | None:
 def check_environment(verbose: bool = True) -> bool:
     """Print one line per package (version or what is missing) and the broker mode; True if ready."""
     ok = sys.version_info >= (3, 11)
-    lines = [f"{'python':18} {'ok' if ok else 'too old'}  {sys.version.split()[0]} (3.11+ needed)"]
+    lines = [f"{'python':18} {'ok' if ok else 'too old'}  {sys.version_info.major}.{sys.version_info.minor} (3.11+ needed)"]
     for dist, why in REQUIRED + OPTIONAL:
         version = _version(dist)
         required = (dist, why) in REQUIRED
