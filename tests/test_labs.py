@@ -79,6 +79,21 @@ def test_generated_lab_blanks_answers_and_keeps_passing_checks():
     assert all(c.execution_count is not None for c in lab.cells if c.cell_type == "code" and c.outputs)
 
 
+def test_every_check_cell_in_a_lab_follows_a_note_that_its_stored_output_is_the_expected_one():
+    """A newcomer must not read the stored "Correct: ..." under an empty exercise as their own result."""
+    for path in sorted((ROOT / "labs").glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        notes = [i for i, c in enumerate(nb.cells) if labs.CHECK_NOTE_TAG in labs.tags(c)]
+        checks = [i for i, c in enumerate(nb.cells) if labs.is_check(c)]
+        assert checks and notes == [i - 1 for i in checks], path.name
+        for i in notes:
+            assert nb.cells[i].cell_type == "markdown" and nb.cells[i].source == labs.CHECK_NOTE, path.name
+            assert "Run the next cell" in nb.cells[i].source and "correct answer prints" in nb.cells[i].source
+        assert len({c.id for c in nb.cells}) == len(nb.cells), f"{path.name}: duplicate cell ids"
+    solution = nbformat.read(SOLUTION, as_version=4)
+    assert not any(labs.CHECK_NOTE_TAG in labs.tags(c) for c in solution.cells)  # the master stays as it is
+
+
 def test_a_solution_whose_check_does_not_pass_cannot_make_a_lab():
     solution = nbformat.read(SOLUTION, as_version=4)
     broken = copy.deepcopy(solution)

@@ -9,7 +9,11 @@
   cleared;
 * cells tagged ``solution-only`` left out;
 * check cells kept with their passing output and execution count, so ``pytest --nbval``
-  passes exactly when the learner's answers make every check pass.
+  passes exactly when the learner's answers make every check pass;
+* right before each check cell, a fixed markdown note (tag ``check-note``): run the next
+  cell to grade your answer, the output stored under it is what a correct answer prints.
+  Markdown only, so nbval and the grader (which re-inserts check cells from the master)
+  never see it.
 
 ``python -m celerylab.grading.labs`` (``make labs``) writes the labs; ``--check`` only
 reports stale ones; ``--execute`` first re-runs the solution notebooks to refresh outputs.
@@ -32,6 +36,9 @@ BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 CHECK_TAG = "check"
 EXERCISE_TAG = "exercise:"
 SOLUTION_ONLY_TAG = "solution-only"
+CHECK_NOTE_TAG = "check-note"
+CHECK_NOTE = ("**Run the next cell to grade your answer.** The output already stored under it is what a "
+              "correct answer prints, not your result: running the cell replaces it with yours.")
 EXERCISE_MODULE = re.compile(r"^\s*from\s+(celerylab\.exercises\.\w+)\s+import\s+\*", re.MULTILINE)
 
 
@@ -144,6 +151,14 @@ def strip_solutions(source: str, where: str = "cell") -> str:
 
 
 # -- notebooks ---------------------------------------------------------------------------
+def check_note(check) -> nbformat.NotebookNode:
+    """The markdown cell that goes right before a check cell in a lab."""
+    note = nbformat.v4.new_markdown_cell(CHECK_NOTE, metadata={"tags": [CHECK_NOTE_TAG]})
+    label = exercise_label(check)
+    note.id = f"{check.get('id') or label}-note"[:64]
+    return note
+
+
 def make_lab(solution, name: str, where: str = "solution") -> nbformat.NotebookNode:
     """The learner's notebook for a solution notebook (which is not changed)."""
     lab = copy.deepcopy(solution)
@@ -172,6 +187,8 @@ def make_lab(solution, name: str, where: str = "solution") -> nbformat.NotebookN
             cell.source = strip_solutions(cell.source, f"{where} cell {n}")
             if cell.cell_type == "code":
                 cell.outputs = []
+        if is_check(cell):
+            cells.append(check_note(cell))
         cells.append(cell)
     lab.cells = cells
     lab.metadata.pop("widgets", None)
