@@ -59,6 +59,12 @@ def slow_late(seconds: float, label: str) -> str:
     return slow.run(seconds, label)
 
 
+@app.task(name="l08.slow_requeue", acks_late=True, reject_on_worker_lost=True)
+def slow_requeue(seconds: float, label: str) -> str:
+    """:func:`slow`, acknowledged late and requeued if its pool process dies (both set on this task)."""
+    return slow.run(seconds, label)
+
+
 @app.task(name="l08.poison")
 def poison(label: str) -> None:
     """Kills the process that runs it: a segfault, the OOM killer, a C extension's abort()."""
@@ -190,6 +196,11 @@ def running_pid(label: str, timeout: float = 10.0, nth: int = 1) -> int:
     return int(starts[nth - 1].split(":")[1])
 
 
+def wait_until_running(*labels: str, timeout: float = 10.0) -> list[int]:
+    """Wait until a task of each label has started; the pids of the processes running them."""
+    return [running_pid(label, timeout) for label in labels]
+
+
 def kill_process(pid: int) -> None:
     """``kill -9 pid``: one process, no warning, no cleanup."""
     try:
@@ -316,37 +327,52 @@ def max_overlap(intervals) -> int:
     return best
 
 
+def _batch(values, sent_at: float) -> dict:
+    """Per batch of task results ``[pid, start, end(, cpu_seconds)]``: seconds from sending to
+    the last end, processes used, most tasks running at once and (CPU-bound tasks) cores busy."""
+    out = {"seconds": max(v[2] for v in values) - sent_at, "processes": len({v[0] for v in values}),
+           "overlap": max_overlap([(v[1], v[2]) for v in values])}
+    if all(len(v) > 3 for v in values):
+        # CPU seconds the tasks used per second from the first start to the last end: how many
+        # cores they kept busy. Sending and queueing are left out, so broker latency does not count.
+        span = max(v[2] for v in values) - min(v[1] for v in values)
+        out["cores"] = sum(v[3] for v in values) / span if span > 0 else 0.0
+    return out
+
+
+def _collect(batch, timeout: float) -> list:
+    values = [r.get(timeout=timeout) for r in batch]
+    for r in batch:
+        r.forget()
+    return values
+
+
 def measure(task, args, count: int, queue: str, timeout: float = 60.0) -> dict:
-    """:func:`measure_together` for one queue."""
-    return measure_together(task, args, count, [queue], timeout)[queue]
+    """Send ``count`` copies of ``task(*args)`` to ``queue`` and wait for them all.
+
+    Returns the seconds until the last one ended, how many processes ran them, the most running
+    at once and, for :func:`cpu` (which returns ``[pid, start, end, cpu_seconds]``), ``"cores"``:
+    the CPU seconds they used per second of the batch, i.e. how many cores they kept busy.
+    """
+    sent_at = time.time()
+    batch = [task.apply_async(args, queue=queue) for _ in range(count)]
+    return _batch(_collect(batch, timeout), sent_at)
+
+
+def measure_each(task, args, count: int, queues, timeout: float = 60.0) -> dict:
+    """:func:`measure` on each queue, one after another: every pool gets the whole machine."""
+    return {q: measure(task, args, count, q, timeout) for q in queues}
 
 
 def measure_together(task, args, count: int, queues, timeout: float = 60.0) -> dict:
-    """Send ``count`` copies of ``task(*args)`` to each queue *at the same time*; per queue, the
-    seconds until its last task ended, how many processes ran them and the most running at once.
-
-    Running the batches side by side gives every pool the same machine and the same noise from
-    whatever else runs on it. ``task`` must return ``[pid, start, end]`` (:func:`io`), or
-    ``[pid, start, end, cpu_seconds]`` (:func:`cpu`), which adds ``"cores"``: the CPU seconds
-    the tasks used per second from the first start to the last end.
-    """
+    """:func:`measure` on every queue *at the same time* (for IO-bound tasks, which wait rather
+    than compute: running the batches side by side costs no accuracy and saves time)."""
     sent_at = time.time()
-    results = {q: [] for q in queues}
+    batches = {q: [] for q in queues}
     for _ in range(count):
         for q in queues:
-            results[q].append(task.apply_async(args, queue=q))
-    out = {}
-    for q, batch in results.items():
-        values = [r.get(timeout=timeout) for r in batch]
-        for r in batch:
-            r.forget()
-        out[q] = {"seconds": max(v[2] for v in values) - sent_at, "processes": len({v[0] for v in values}),
-                  "overlap": max_overlap([(v[1], v[2]) for v in values])}
-        if all(len(v) > 3 for v in values):
-            # CPU seconds the tasks used per second of the batch: how many cores they kept busy
-            span = max(v[2] for v in values) - min(v[1] for v in values)
-            out[q]["cores"] = sum(v[3] for v in values) / span if span > 0 else 0.0
-    return out
+            batches[q].append(task.apply_async(args, queue=q))
+    return {q: _batch(_collect(batch, timeout), sent_at) for q, batch in batches.items()}
 
 
 def calibrate(seconds: float = 0.15) -> int:
@@ -359,3 +385,4 @@ def calibrate(seconds: float = 0.15) -> int:
         if spent > 0.03:
             return max(1, int(n * seconds / spent))
         n *= 4
+
