@@ -315,6 +315,36 @@ def median_duration(task_name: str) -> float:
 
 
 # ---------------------------------------------------------------------------------------
+# Prefetching
+# ---------------------------------------------------------------------------------------
+def reserved_while_busy(task, queue: str = "prefetch", short: int = 6, long: float = 0.6,
+                        settle: float = 0.3, **worker_options) -> int:
+    """How many short tasks a busy one-slot worker keeps away from other workers.
+
+    Starts a worker in this process (one slot, ``worker_options`` on top, e.g.
+    ``prefetch_multiplier=1``), sends it ``task(long, "long")`` and, once that runs, ``short``
+    quick ones; after ``settle`` seconds counts the short ones no longer in the queue: the worker
+    has reserved them, and waits for its long task to finish before running them. ``task`` is
+    :func:`slow` or :func:`slow_late`.
+    """
+    labels = ["long"] + [f"short-{i}" for i in range(short)]
+    reset(*labels)
+    worker = celerylab.start_worker(app, concurrency=1, queues=[queue], **worker_options)
+    try:
+        results = [task.apply_async((long, "long"), queue=queue)]
+        running_pid("long")
+        results += [task.apply_async((0.05, label), queue=queue) for label in labels[1:]]
+        time.sleep(settle)  # let the worker reserve what it wants
+        held = short - queue_length(queue)
+        for r in results:
+            r.get(timeout=10)
+            r.forget()
+    finally:
+        worker.stop()
+    return held
+
+
+# ---------------------------------------------------------------------------------------
 # Pool measurements
 # ---------------------------------------------------------------------------------------
 def max_overlap(intervals) -> int:
@@ -386,3 +416,68 @@ def calibrate(seconds: float = 0.15) -> int:
             return max(1, int(n * seconds / spent))
         n *= 4
 
+
+# ---------------------------------------------------------------------------------------
+# Figures and demos
+# ---------------------------------------------------------------------------------------
+class Figure:
+    """A plotly figure shown as plotly JSON (the pinned ``plotly_mimetype`` renderer) plus one
+    line of text, which is what nbval compares."""
+
+    def __init__(self, fig, text: str):
+        self.fig = fig
+        self.text = text
+
+    def _repr_mimebundle_(self, **kwargs):
+        import plotly.io as pio
+
+        bundle = dict(pio.renderers["plotly_mimetype"].to_mimebundle(self.fig.to_dict()))
+        bundle["text/plain"] = self.text
+        return bundle
+
+
+def pool_figure(timings: dict, title: str = "Seconds per batch and pool") -> Figure:
+    """Grouped bars: ``timings[pool][kind]["seconds"]`` (rounded to 0.01 s) per pool and kind
+    of work (``"CPU-bound"``, ``"IO-bound"``...)."""
+    import plotly.graph_objects as go
+
+    pools = list(timings)
+    kinds = list(dict.fromkeys(kind for per_pool in timings.values() for kind in per_pool))
+    fig = go.Figure()
+    for kind in kinds:
+        fig.add_bar(name=kind, x=pools, y=[round(timings[p][kind]["seconds"], 2) for p in pools])
+    fig.update_layout(barmode="group", height=320, title=title, margin=dict(l=60, r=20, t=50, b=40),
+                      yaxis=dict(title="seconds for the batch (lower is better)", rangemode="tozero"))
+    text = "; ".join(f"{p}: " + ", ".join(f"{k} {timings[p][k]['seconds']:.2f} s" for k in kinds if k in timings[p])
+                     for p in pools)
+    return Figure(fig, f"(bar chart, seconds per batch) {text}")
+
+
+def restart_broker_demo(n: int = 3) -> tuple[int, int]:
+    """Queue ``n`` tasks on a second, throw-away embedded broker, restart it on the same port;
+    returns the queue's length (before, after) the restart. The embedded broker keeps its data
+    in memory only, so *after* is 0."""
+    from celery import Celery
+
+    from celerylab.resp_server import EmbeddedRedisServer
+
+    server = EmbeddedRedisServer().start()
+    port = server.port
+    try:
+        shop = Celery("shop", broker=f"redis://127.0.0.1:{port}/0", set_as_current=False)
+        try:
+            for i in range(n):
+                shop.send_task("l08.add", (i, i))
+        finally:
+            shop.close()
+        with redis.Redis(port=port) as client:
+            before = client.llen("celery")
+    finally:
+        server.stop()
+    server = EmbeddedRedisServer(port=port).start()  # same port, fresh memory
+    try:
+        with redis.Redis(port=port) as client:
+            after = client.llen("celery")
+    finally:
+        server.stop()
+    return before, after
