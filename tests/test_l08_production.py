@@ -62,6 +62,62 @@ def test_notes_count_runs_and_reset_forgets_them(lab):
         lab.running_pid("t-notes", timeout=0.1)
 
 
+def test_wait_until_running_returns_the_pids_in_order(lab):
+    lab.reset("t-wait-a", "t-wait-b")
+    lab.note("t-wait-b", "start")
+    lab.db().rpush(lab.NOTES + "t-wait-a", "start:4242")
+    assert lab.wait_until_running("t-wait-a", "t-wait-b") == [4242, os.getpid()]
+    with pytest.raises(TimeoutError, match="'t-wait-c' did not start"):
+        lab.wait_until_running("t-wait-a", "t-wait-c", timeout=0.1)
+    lab.reset("t-wait-a", "t-wait-b")
+
+
+def test_batch_counts_processes_overlap_and_cores(lab):
+    # [pid, start, end, cpu seconds]: two processes, each running two 1 s tasks back to back
+    cpu = [[1, 10.0, 11.0, 0.9], [2, 10.0, 11.0, 0.9], [1, 11.0, 12.0, 0.9], [2, 11.0, 12.0, 0.9]]
+    got = lab._batch(cpu, sent_at=9.5)
+    assert got["seconds"] == 2.5 and got["processes"] == 2 and got["overlap"] == 2
+    assert got["cores"] == pytest.approx(1.8)  # CPU seconds per second from first start to last end
+    one_at_a_time = [[7, 0.0, 1.0, 1.0], [7, 1.0, 2.0, 1.0]]
+    assert lab._batch(one_at_a_time, 0.0)["cores"] == pytest.approx(1.0)
+    io = [[7, 0.0, 0.2], [7, 0.0, 0.2]]
+    assert "cores" not in lab._batch(io, 0.0) and lab._batch(io, 0.0)["overlap"] == 2
+
+
+def test_measure_each_runs_one_queue_after_another(lab):
+    with celerylab.run_worker(lab.app, concurrency=4, queues=["t-each-a", "t-each-b"]):
+        got = lab.measure_each(lab.io, (0.1,), 4, ["t-each-a", "t-each-b"], timeout=10)
+    assert set(got) == {"t-each-a", "t-each-b"}
+    for batch in got.values():
+        assert batch["processes"] == 1 and batch["overlap"] >= 2 and batch["seconds"] >= 0.1
+
+
+def test_pool_figure_is_rounded_plotly_json_with_a_text_line(lab):
+    timings = {"prefork": {"CPU-bound": {"seconds": 0.2345}, "IO-bound": {"seconds": 0.4}},
+               "threads": {"CPU-bound": {"seconds": 0.41}, "IO-bound": {"seconds": 0.161}}}
+    bundle = lab.pool_figure(timings, title="t")._repr_mimebundle_()
+    assert set(bundle) == {"application/vnd.plotly.v1+json", "text/plain"}
+    fig = bundle["application/vnd.plotly.v1+json"]
+    assert [(t["name"], list(t["x"]), list(t["y"])) for t in fig["data"]] == [
+        ("CPU-bound", ["prefork", "threads"], [0.23, 0.41]), ("IO-bound", ["prefork", "threads"], [0.4, 0.16])]
+    assert fig["layout"]["barmode"] == "group"
+    assert bundle["text/plain"] == ("(bar chart, seconds per batch) prefork: CPU-bound 0.23 s, IO-bound 0.40 s; "
+                                    "threads: CPU-bound 0.41 s, IO-bound 0.16 s")
+    assert lab.pool_figure(timings, title="t")._repr_mimebundle_() == bundle  # same data, same output
+
+
+def test_restart_broker_demo_loses_the_queued_tasks(lab):
+    assert lab.restart_broker_demo(n=3) == (3, 0)
+    assert lab.restart_broker_demo(n=1) == (1, 0)
+
+
+@pytest.mark.slow
+def test_reserved_while_busy_counts_the_prefetched_messages(lab):
+    assert lab.reserved_while_busy(lab.slow) == 4  # multiplier 4, one slot, the running task acked
+    assert lab.reserved_while_busy(lab.slow_late, prefetch_multiplier=1) == 0
+    assert lab.queue_length("prefetch") == 0 and lab.finished("long") == 1
+
+
 def test_where_is_and_queue_length_see_every_band_and_unacked(lab):
     queue = f"t-where-{time.monotonic_ns()}"
     plain = lab.add.apply_async((1, 1), queue=queue)
@@ -108,7 +164,7 @@ def test_kill_9_loses_the_default_task_and_keeps_the_late_acked_one(lab):
         early.wait_ready(), late.wait_ready()
         e = lab.slow.apply_async((1.0, "t-early"), queue="t-early")
         l = lab.slow.apply_async((1.0, "t-late"), queue="t-late")
-        lab.running_pid("t-early"), lab.running_pid("t-late")
+        lab.wait_until_running("t-early", "t-late")
         lab.kill_workers(early, late)
         assert lab.where_is(e.id) == "gone"     # acked before it ran: lost
         assert lab.where_is(l.id) == "unacked"  # still the broker's
@@ -125,19 +181,20 @@ def test_kill_9_loses_the_default_task_and_keeps_the_late_acked_one(lab):
 @pytest.mark.slow
 def test_a_killed_pool_process_requeues_only_with_reject_on_worker_lost(lab):
     lab.reset("t-acked", "t-requeued")
-    plain = celerylab.spawn_worker(M, queues=["t-acked"], task_acks_late=True)
-    safe = celerylab.spawn_worker(M, queues=["t-requeued"], task_acks_late=True, task_reject_on_worker_lost=True)
+    late = celerylab.spawn_worker(M, queues=["t-late-child"], task_acks_late=True)
     try:
-        plain.wait_ready(), safe.wait_ready()
-        a = lab.slow.apply_async((0.5, "t-acked"), queue="t-acked")
-        r = lab.slow.apply_async((0.5, "t-requeued"), queue="t-requeued")
-        lab.kill_process(lab.running_pid("t-acked"))
-        lab.kill_process(lab.running_pid("t-requeued"))
+        late.wait_ready()
+        a = lab.slow.apply_async((0.5, "t-acked"), queue="t-late-child")               # the worker's acks_late
+        r = lab.slow_requeue.apply_async((0.5, "t-requeued"), queue="t-late-child")    # reject_on_worker_lost too
+        pids = lab.wait_until_running("t-acked", "t-requeued")
+        assert pids[0] != pids[1]  # one pool process each
+        for p in pids:
+            lab.kill_process(p)
         assert type(a.get(timeout=20, propagate=False)).__name__ == "WorkerLostError"
         assert lab.wait_for(lambda: lab.where_is(a.id) == "gone", timeout=5) and lab.runs("t-acked") == 1
-        assert r.get(timeout=20) == "t-requeued" and lab.runs("t-requeued") >= 2
+        assert r.get(timeout=20) == "t-requeued" and lab.runs("t-requeued") == 2
     finally:
-        lab.kill_workers(plain, safe)
+        lab.kill_workers(late)
         assert lab.reaped()
 
 
@@ -168,11 +225,12 @@ def test_pools_on_cpu_bound_work(lab):
         for w in pools.values():
             w.wait_ready()
         n = lab.calibrate(0.05)
-        got = lab.measure_together(lab.cpu, (n,), 4, [w.queues[0] for w in pools.values()])
+        got = lab.measure_each(lab.cpu, (n,), 4, [w.queues[0] for w in pools.values()])
         prefork, threads, gevent = (got[w.queues[0]] for w in pools.values())
         assert prefork["processes"] == 2 and prefork["overlap"] == 2
         assert threads["processes"] == 1 and threads["cores"] <= 1.05  # the GIL: one core at most
         assert gevent["processes"] == 1 and gevent["overlap"] == 1      # greenlets never yield here
+        assert gevent["cores"] <= 1.05
         io = lab.measure_together(lab.io, (0.2,), 4, ["t-prefork-cpu", "t-gevent-cpu"])
         assert io["t-gevent-cpu"]["overlap"] == 4 and io["t-prefork-cpu"]["overlap"] <= 2
     finally:
