@@ -25,10 +25,9 @@ import json
 import re
 from dataclasses import dataclass, field
 
-#: kombu's Redis transport: priority bands get their own list, ``queue + SEP + band`` (band 0
-#: is the queue's own list). Defaults of ``priority_steps`` and ``sep``.
-PRIORITY_STEPS = (0, 3, 6, 9)
-SEP = "\x06\x16"
+from .events import DEFAULT_PRIORITY_STEPS as PRIORITY_STEPS  # kombu's defaults, one place
+from .events import DEFAULT_SEP as SEP
+from .events import band_key
 #: Where the Redis result backend keeps a task's result.
 RESULT_KEY_PREFIX = "celery-task-meta-"
 #: Serializers safe to decode while peeking (pickle is left out on purpose).
@@ -57,7 +56,7 @@ def _client(client):
 
 def band_lists(queue: str = "celery", steps=PRIORITY_STEPS) -> list[str]:
     """The Redis lists behind one queue, highest priority first: ``celery``, ``celery\\x06\\x163``..."""
-    return [queue if band == 0 else f"{queue}{SEP}{band}" for band in sorted(steps)]
+    return [band_key(queue, band) for band in sorted(steps)]
 
 
 def queue_length(queue: str = "celery", client=None) -> int:

@@ -20,15 +20,14 @@ until acknowledged.
 """
 from __future__ import annotations
 
-import bisect
 import time
 from typing import Callable
 
 from celery import Celery
 
-#: kombu's defaults (``kombu.transport.redis``).
-DEFAULT_PRIORITY_STEPS = (0, 3, 6, 9)
-DEFAULT_SEP = "\x06\x16"
+# kombu's defaults (``kombu.transport.redis``) and its band rules live in one place: events.py.
+from .events import DEFAULT_PRIORITY_STEPS, DEFAULT_SEP, band_for
+from .events import band_key as _band_key
 
 
 def is_redis(app: Celery) -> bool:
@@ -46,17 +45,13 @@ def priority_steps(app: Celery) -> list[int]:
 
 def band_of(app: Celery, priority: int | None) -> int:
     """The band a message with ``priority`` lands in on Redis (kombu's rule; None counts as 0)."""
-    steps = priority_steps(app)
-    p = 0 if priority is None else max(0, min(int(priority), 9))
-    return steps[max(bisect.bisect_right(steps, p) - 1, 0)]
+    return band_for(0 if priority is None else priority, priority_steps(app))
 
 
 def band_key(app: Celery, queue: str, band: int) -> str:
     """The Redis list holding ``queue``'s messages of one band."""
     opts = transport_options(app)
-    prefix = opts.get("global_keyprefix", "")
-    sep = opts.get("sep", DEFAULT_SEP)
-    return f"{prefix}{queue}{sep}{band}" if band else f"{prefix}{queue}"
+    return _band_key(queue, band, opts.get("sep", DEFAULT_SEP), opts.get("global_keyprefix", ""))
 
 
 def redis_client(app: Celery):
