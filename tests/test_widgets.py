@@ -91,7 +91,11 @@ def test_timeline_marks_retries_failures_and_revokes(app):
             with pytest.raises(RuntimeError):
                 t.fail.delay().get(timeout=10)
             later = t.add.apply_async((1, 2), countdown=1)
-            w.wait_for(lambda s: s.workers["gantt@test"].events["received"] >= 6)
+            # results travel through the backend, events separately: wait for the events themselves
+            w.wait_for(lambda s: s.workers["gantt@test"].events["received"] >= 6
+                       and s.workers["gantt@test"].events.get("succeeded", 0) >= 3
+                       and s.workers["gantt@test"].events.get("retried", 0) >= 1
+                       and s.workers["gantt@test"].events.get("failed", 0) >= 1, timeout=10)
             later.revoke()
             w.wait_for(lambda s: s.states["revoked"] == 1, timeout=10)
     bars, points, lanes = tl.data()
