@@ -333,7 +333,7 @@ def reserved_while_busy(task, queue: str = "prefetch", short: int = 6, long: flo
     try:
         results = [task.apply_async((long, "long"), queue=queue)]
         running_pid("long")
-        results += [task.apply_async((0.05, label), queue=queue) for label in labels[1:]]
+        results += [task.apply_async((0.01, label), queue=queue) for label in labels[1:]]
         time.sleep(settle)  # let the worker reserve what it wants
         held = short - queue_length(queue)
         for r in results:
