@@ -2,27 +2,16 @@
 running when the module is imported, so each test gets its own process and broker)."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
+import kernel_script
+
+HEADER = """
+from celerylab import queues
+from celerylab.lessons import l04_priority_routing as l04
+"""
 
 
 def run_script(body: str, tmp_path, timeout: float = 90) -> dict:
-    script = textwrap.dedent("""
-        import json, time
-        import celerylab
-        from celerylab import queues
-        from celerylab.lessons import l04_priority_routing as l04
-        out = {}
-    """) + textwrap.dedent(body) + "\nprint('RESULT ' + json.dumps(out))\ncelerylab.cleanup()\n"
-    env = {k: v for k, v in os.environ.items() if k != "CELERYLAB_BROKER_URL"}
-    env["CELERYLAB_LOG_DIR"] = str(tmp_path / "logs")
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout, env=env)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-2000:]
-    return json.loads(lines[-1][len("RESULT "):])
+    return kernel_script.run_script(body, tmp_path, HEADER, timeout)
 
 
 def test_routes_send_each_task_to_its_queue_and_worker(tmp_path):
