@@ -383,3 +383,43 @@ def test_kinds_are_configured_by_class_attributes():
     assert all(isinstance(s, Attempts) for s in lab00.RetryOnce.scenarios)
     assert [lab00.q1.label, lab00.q2.label, lab00.q3.label] == ["q1", "q2", "q3"]
     assert ExerciseNotAttempted("x").outcome == "not attempted"
+
+
+@pytest.mark.timeout(90)  # the failure this guards against is a worker that never stops
+def test_abandoning_never_lands_outside_a_task_body(app):
+    """Abandon every attempt as fast as possible while short tasks run: only bodies are hit.
+
+    An exception landing in Celery's bookkeeping around a task (storing its result, the pool's
+    queue) would lose results or leave a lock held and the worker unable to stop.
+    """
+    from celerylab.grading import probe
+
+    @app.task(name="t.short_body")
+    def short_body(i):
+        total = 0
+        for n in range(200_000 if i % 3 == 0 else 2000):  # some bodies long enough to be hit
+            total += n
+        return i
+
+    probe.guard_task_body(short_body)
+    probe.guard_task_body(short_body)  # idempotent: one wrapper
+    assert short_body.run.__celerylab_unguarded__.__name__ == "short_body"
+    hits = []
+    with probe.Recorder() as rec, celerylab.run_worker(app, concurrency=2, hostname="abandon-race@t") as worker:
+        results = [short_body.delay(i) for i in range(150)]
+        deadline = time.monotonic() + 20
+        while not all(rec.final(r.id) or r.id in hits for r in results) and time.monotonic() < deadline:
+            for event in rec.running():
+                if probe.abandon_task(event.task_id):
+                    hits.append(event.task_id)
+        stop_started = time.monotonic()
+    assert time.monotonic() - stop_started < 5
+    assert probe._in_body == {}
+    assert not probe.abandon_task(results[0].id)  # finished: nothing to abandon
+    # every attempt that was not abandoned ran to the end and stored its result
+    assert [r.get(timeout=5) for r in results if r.id not in hits] == [
+        i for i, r in enumerate(results) if r.id not in hits]
+    assert hits, "no body was hit: the race was not exercised"
+    assert worker.hostname == "abandon-race@t"
+    ok, names = no_grader_threads_left()
+    assert ok, names

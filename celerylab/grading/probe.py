@@ -7,7 +7,8 @@
   started, how often it was retried and what it returned.
 * :func:`call_with_deadline` runs learner code on a helper thread and gives up after a
   deadline; :func:`abandon` stops a runaway thread by raising inside it, so an endless
-  loop never takes the kernel with it.
+  loop never takes the kernel with it; :func:`abandon_task` does so for a task attempt, and
+  only while its body runs (never inside Celery's own bookkeeping around it).
 * :class:`Trial` puts both together with a grader worker whose wait for a stuck task is
   bounded too.
 """
@@ -41,6 +42,66 @@ def abandon(thread_ident: int | None) -> bool:
         return False
     done = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_ident), ctypes.py_object(Abandoned))
     return done == 1
+
+
+# -- abandoning a task attempt, only while its body runs ------------------------------------
+# An asynchronous exception must never land in Celery's own code around a task (storing the
+# result, sending events, the pool's queue): it would leave locks held or a connection half-read.
+# So the grader wraps each task body it runs; the wrapper marks its thread as "in the body of
+# task id X" and, on the way out, unmarks it and cancels any exception still pending, both
+# under one lock. abandon_task() raises only in a thread marked for that task, under the same lock.
+_body_lock = threading.Lock()
+_in_body: dict[int, str] = {}  # thread ident -> id of the task whose body that thread runs
+
+
+def _cancel_pending(thread_ident: int) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_ident), None)
+
+
+def _leave_body(ident: int, outer: str | None) -> None:
+    while True:
+        try:
+            with _body_lock:
+                if outer is None:
+                    _in_body.pop(ident, None)
+                else:
+                    _in_body[ident] = outer
+                _cancel_pending(ident)
+            return
+        except Abandoned:  # set just before we took the lock: delivered here, try again
+            continue
+
+
+def guard_task_body(task) -> None:
+    """Make ``task``'s body abandonable by :func:`abandon_task` (idempotent).
+
+    The worker builds each task's tracer when it starts, so guard before starting it.
+    """
+    if getattr(task.run, "__celerylab_unguarded__", None) is not None:
+        return
+    original = task.run
+
+    def run(*args, **kwargs):
+        ident = threading.get_ident()
+        with _body_lock:
+            outer = _in_body.get(ident)
+            _in_body[ident] = task.request.id
+        try:
+            return original(*args, **kwargs)
+        finally:
+            _leave_body(ident, outer)
+
+    run.__celerylab_unguarded__ = original
+    run.__name__ = getattr(original, "__name__", "run")
+    run.__doc__ = getattr(original, "__doc__", None)
+    task.run = run
+
+
+def abandon_task(task_id: str) -> bool:
+    """Raise :class:`Abandoned` in the thread running ``task_id``'s body; False if none is."""
+    with _body_lock:
+        idents = [ident for ident, running in _in_body.items() if running == task_id]
+        return any([abandon(ident) for ident in idents])
 
 
 @dataclass
@@ -279,6 +340,9 @@ class Trial:
 
     def start_worker(self, app, queues, concurrency: int = 2, **options):
         hostname = f"grader{next(_ids)}-{os.getpid()}@celerylab"
+        for name, task in app.tasks.items():
+            if not name.startswith("celery."):
+                guard_task_body(task)
         self._cm = run_worker(app, pool="threads", concurrency=concurrency, queues=sorted(set(queues)),
                               hostname=hostname, **options)
         self.worker = self._cm.__enter__()
@@ -326,9 +390,9 @@ class Trial:
         deadline = time.monotonic() + self.stop_timeout
         while True:
             for event in self.recorder.running():
-                if id(event) not in abandoned:
+                # an attempt past its body (storing its result) is not abandoned: it ends soon
+                if id(event) not in abandoned and abandon_task(event.task_id):
                     abandoned.add(id(event))
-                    abandon(event.thread)
             if not stopper.is_alive() and stopper.ident is None:
                 stopper.start()
             stopper.join(0.05)
