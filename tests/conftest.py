@@ -1,6 +1,7 @@
 """Shared fixtures: every test gets its own log folder and leaves no kit process behind."""
 from __future__ import annotations
 
+import faulthandler
 import os
 import shutil
 import subprocess
@@ -9,6 +10,12 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_unconfigure(config):
+    """If the interpreter has not exited 2 minutes after the tests (a thread that never ends),
+    print every thread's stack and exit with an error rather than hang CI."""
+    faulthandler.dump_traceback_later(120, exit=True)
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]  # may apt-install Chromium first
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
