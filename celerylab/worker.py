@@ -16,6 +16,7 @@ import time
 from contextlib import contextmanager
 
 from celery import Celery
+from celery.exceptions import WorkerShutdown
 from celery.worker import WorkController
 from kombu.asynchronous import set_event_loop
 
@@ -38,7 +39,13 @@ def _guard_joins_per_thread() -> None:
     a prefork child, but with the worker inside the kernel it would also refuse ``.get()`` in
     the notebook itself. This makes the guard apply only on threads that are running a task,
     which is what it means in a real worker.
+
+    The result backends read the same flag to skip work a prefork child never needs: the rpc://
+    backend would not declare the notebook's reply queue (so every result is dropped), and the
+    Redis backend would not subscribe to a task's result as it is sent.
     """
+    import celery.backends.redis
+    import celery.backends.rpc
     import celery.result
     from celery._state import get_current_task, task_join_will_block
 
@@ -49,7 +56,8 @@ def _guard_joins_per_thread() -> None:
         return task_join_will_block() and get_current_task() is not None
 
     will_block._celerylab = True
-    celery.result.task_join_will_block = will_block
+    for module in (celery.result, celery.backends.rpc, celery.backends.redis):
+        module.task_join_will_block = will_block
 
 
 def _pool_cls(app: Celery, pool: str):
@@ -73,6 +81,11 @@ def _pool_cls(app: Celery, pool: str):
                                                thread_name_prefix="celerylab-task")
 
     return KitThreadPool
+
+
+def _request_shutdown() -> None:
+    """Run on a worker's event loop: leave it the way SIGTERM does (a warm shutdown)."""
+    raise WorkerShutdown(0)
 
 
 class _KitWorkController(WorkController):
@@ -165,6 +178,24 @@ class InKernelWorker:
         if self._thread is None:
             return
         controller = self._controller
+        hub = getattr(controller, "hub", None)
+        if hub is not None and controller.ready.is_set() and self._thread.is_alive():
+            # Shut down on the worker's own thread, as a worker process does on SIGTERM. The
+            # broker connection belongs to that thread: over AMQP a shutdown from here would
+            # send basic.cancel and wait for the reply that the worker's loop reads instead.
+            hub.call_soon(_request_shutdown)
+            self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._stop_from_here(controller, timeout)
+        self._thread = None
+        forget = getattr(self, "_forget", None)
+        if forget:
+            forget()
+        logs.detach(self.logname)
+        _running_hostnames.discard(self.hostname)
+
+    def _stop_from_here(self, controller, timeout: float) -> None:
+        """Stop a worker whose loop is not running (it failed to start) from this thread."""
         pool = getattr(controller, "pool", None)
         if pool is not None and getattr(pool, "executor", None) is not None:
             # Stop consuming first, then let the thread pool drain before the worker tears down.
@@ -177,12 +208,6 @@ class InKernelWorker:
             pool.executor.shutdown(wait=True)
         controller.stop(in_sighandler=False)
         self._thread.join(timeout)
-        self._thread = None
-        forget = getattr(self, "_forget", None)
-        if forget:
-            forget()
-        logs.detach(self.logname)
-        _running_hostnames.discard(self.hostname)
 
     def __repr__(self) -> str:
         return f"<worker {self.hostname} pool={self.pool} x{self.concurrency} queues={self.queues or ['celery']}>"
