@@ -24,15 +24,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## System packages some tests and benchmarks use (a real redis-server to compare against).
-## Installed with apt-get when we can (CI runs as root); otherwise those tests say why they skip.
-sysdeps:
-	@command -v redis-server >/dev/null 2>&1 || { \
+## System packages: a real redis-server (tests and benchmarks compare against it) and, for the
+## real-broker track, rabbitmq-server. Installed with apt-get when we can (CI runs as root);
+## otherwise the tests that need them say why they skip.
+define apt_install
+	@command -v $(2) >/dev/null 2>&1 || test -x $(3) || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "==> installing redis-server (apt-get)"; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
-	      || echo "warning: could not install redis-server; the real-Redis tests will skip"; \
-	  else echo "note: redis-server not installed and not root; the real-Redis tests will skip"; fi; }
+	    echo "==> installing $(1) (apt-get)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null) \
+	      || echo "warning: could not install $(1); the tests that need it will skip"; \
+	  else echo "note: $(1) not installed and not root; the tests that need it will skip"; fi; }
+endef
+
+sysdeps:
+	$(call apt_install,redis-server,redis-server,/usr/bin/redis-server)
+
+sysdeps-brokers: sysdeps
+	$(call apt_install,rabbitmq-server,rabbitmq-server,/usr/lib/rabbitmq/bin/rabbitmq-server)
 
 ## Start JupyterLab on 127.0.0.1, opened at the first lesson (works headless: open the printed URL).
 lab: install
@@ -46,6 +54,16 @@ lab: install
 test: install sysdeps
 	$(PYTEST) -q tests
 	$(PYTEST) -q $(NBVAL) notebooks
+
+## The real-broker track: every lesson and solution under nbval on a real redis-server, then on a
+## real rabbitmq-server (each started on 127.0.0.1 for the run by celerylab.servers, then stopped).
+.PHONY: sysdeps-brokers test-brokers
+BROKERS_SANITIZE := $(VENV)/sanitize-brokers.cfg
+NBVAL_BROKERS := --nbval --nbval-current-env --nbval-sanitize-with $(BROKERS_SANITIZE)
+test-brokers: install sysdeps-brokers
+	cat tests/sanitize.cfg tests/sanitize_brokers.cfg > $(BROKERS_SANITIZE)
+	$(PY) -m celerylab.servers redis -- $(PYTEST) -q $(NBVAL_BROKERS) notebooks solutions
+	$(PY) -m celerylab.servers rabbitmq -- $(PYTEST) -q $(NBVAL_BROKERS) notebooks solutions
 
 test-unit: install
 	$(PYTEST) -q tests
