@@ -6,7 +6,7 @@ import os
 
 from celery import Celery
 
-from .broker import start_broker
+from .broker import learner_prefix, start_broker
 
 #: JSON of extra Celery settings, set by :func:`celerylab.spawn_worker` so a worker subprocess
 #: runs with the same settings the notebook asked for (e.g. ``{"task_acks_late": true}``).
@@ -50,6 +50,10 @@ def default_conf(broker) -> dict:
     )
     if broker.transport.startswith("redis"):
         conf["broker_transport_options"] = dict(DEMO_TRANSPORT_OPTIONS)
+        prefix = learner_prefix()
+        if prefix:  # a classroom broker: this learner's keys, queues and events only
+            conf["broker_transport_options"]["global_keyprefix"] = prefix
+            conf["result_backend_transport_options"] = {"global_keyprefix": prefix}
     return conf
 
 
@@ -67,7 +71,7 @@ def create_app(name: str = "celerylab", **conf) -> Celery:
     settings.update(conf)
     if broker.transport.startswith("redis"):
         # Options given by the caller refine the demo defaults rather than replace them all.
-        settings["broker_transport_options"] = {**DEMO_TRANSPORT_OPTIONS,
+        settings["broker_transport_options"] = {**default_conf(broker)["broker_transport_options"],
                                                 **(settings.get("broker_transport_options") or {})}
     app = Celery(name, set_as_current=True)
     app.conf.update(settings)

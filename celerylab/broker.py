@@ -7,10 +7,16 @@
   broker, so re-running a cell changes nothing;
 * with ``CELERYLAB_BROKER_URL=redis://...`` or ``amqp://...``, it checks that broker answers
   (within 5 s, or one clear error line) and uses it instead.
+
+Classrooms: with ``CELERYLAB_LEARNER=alice`` too, 30 learners share one broker without seeing
+each other's tasks. On Redis every key and channel the kit, Celery and kombu use gets the
+prefix ``alice:`` (kombu's and Celery's ``global_keyprefix``); on RabbitMQ the learner works
+in the virtual host ``alice`` (the instructor creates it: see docs/classroom.md).
 """
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
@@ -18,11 +24,13 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from . import processes
-from .errors import BrokerUnreachableError, LupaMissingError, PortInUseError
+from .errors import BrokerUnreachableError, CeleryLabError, LupaMissingError, PortInUseError
 from .ports import LOOPBACK, port_in_use
 
 BROKER_URL_ENV = "CELERYLAB_BROKER_URL"
 RESULT_BACKEND_ENV = "CELERYLAB_RESULT_BACKEND"
+LEARNER_ENV = "CELERYLAB_LEARNER"
+_LEARNER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
 REACH_TIMEOUT = 5.0
 
 
@@ -86,6 +94,45 @@ def _require_lupa() -> None:
         ) from None
 
 
+def learner() -> str | None:
+    """The learner name from ``CELERYLAB_LEARNER`` (None when unset); a bad name is one clear error."""
+    name = os.environ.get(LEARNER_ENV, "").strip()
+    if not name:
+        return None
+    if not _LEARNER_NAME.fullmatch(name):
+        raise CeleryLabError(f"{LEARNER_ENV}={name!r}: use 1-40 letters, digits, '_', '-' or '.', "
+                             f"starting with a letter or digit (e.g. alice or team-3)")
+    return name
+
+
+def learner_prefix() -> str:
+    """``"alice:"`` for learner alice, ``""`` without one: the prefix of every Redis key."""
+    name = learner()
+    return f"{name}:" if name else ""
+
+
+def with_learner_vhost(url: str) -> str:
+    """An amqp URL moved into the learner's own virtual host (unchanged without a learner)."""
+    name = learner()
+    parts = urlsplit(url)
+    if not name or not parts.scheme.startswith(("amqp", "pyamqp")):
+        return url
+    return parts._replace(path=f"/{name}").geturl()
+
+
+def redis_client(url: str, **kwargs):
+    """A redis-py client for ``url`` that sees the same keys as this learner's Celery apps."""
+    import redis
+
+    prefix = learner_prefix()
+    if not prefix:
+        return redis.Redis.from_url(url, **kwargs)
+    from kombu.transport.redis import PrefixedStrictRedis
+
+    return PrefixedStrictRedis(connection_pool=redis.ConnectionPool.from_url(url, **kwargs),
+                               global_keyprefix=prefix)
+
+
 def start_broker(port: int | None = None, host: str = LOOPBACK) -> Broker:
     """Start (or reuse) the broker for this kernel.
 
@@ -96,6 +143,7 @@ def start_broker(port: int | None = None, host: str = LOOPBACK) -> Broker:
     url = os.environ.get(BROKER_URL_ENV)
     with _lock:
         if url:
+            url = with_learner_vhost(url)
             if _current is not None and _current.url == url:
                 return _current
             check_reachable(url)
@@ -180,4 +228,8 @@ def check_reachable(url: str, timeout: float = REACH_TIMEOUT) -> None:
         )
     if outcome[0] is not None:
         reason = str(outcome[0]).splitlines()[0] if str(outcome[0]) else type(outcome[0]).__name__
+        vhost = urlsplit(url).path.lstrip("/")
+        if ("vhost" in reason.lower() or "access" in reason.lower()) and vhost not in ("", "/"):
+            reason += (f" (your instructor creates the virtual host {vhost!r} and your access to it: "
+                       f"rabbitmqctl add_vhost {vhost}, see docs/classroom.md)")
         raise BrokerUnreachableError(f"the broker in {BROKER_URL_ENV} ({host}:{port}) refused us: {reason}")

@@ -56,7 +56,9 @@ def _client(client):
 
 def band_lists(queue: str = "celery", steps=PRIORITY_STEPS) -> list[str]:
     """The Redis lists behind one queue, highest priority first: ``celery``, ``celery\\x06\\x163``..."""
-    return [band_key(queue, band) for band in sorted(steps)]
+    from .broker import learner_prefix
+
+    return [learner_prefix() + band_key(queue, band) for band in sorted(steps)]
 
 
 def queue_length(queue: str = "celery", client=None) -> int:
@@ -197,7 +199,9 @@ def peek(queue: str = "celery", client=None) -> list[BrokerMessage]:
 
 def result_key(task_id: str) -> str:
     """The Redis key of a task's result: ``celery-task-meta-<id>``."""
-    return f"{RESULT_KEY_PREFIX}{task_id}"
+    from .broker import learner_prefix
+
+    return f"{learner_prefix()}{RESULT_KEY_PREFIX}{task_id}"
 
 
 def stored_result(task_id: str, client=None) -> dict | None:

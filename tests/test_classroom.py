@@ -1,0 +1,96 @@
+"""Classrooms: learners sharing one real broker never see each other's tasks.
+
+Each learner sets ``CELERYLAB_LEARNER``: on Redis their keys, queues and events get their own
+prefix, on RabbitMQ they work in their own virtual host. Two learners here use the same app
+name, task names and queue, on one redis-server (and one rabbitmq-server, where installed).
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+import celerylab
+from celerylab import broker as kit_broker
+from celerylab.queues import queue_length
+from celerylab.errors import BrokerUnreachableError, CeleryLabError
+from celerylab.servers import RabbitMQServer, RedisServer, ServerMissingError
+
+pytestmark = pytest.mark.slow
+
+
+def learner_app(monkeypatch, url: str, name: str):
+    """What learner ``name``'s notebook does: same code for everyone, their own env."""
+    monkeypatch.setenv("CELERYLAB_BROKER_URL", url)
+    monkeypatch.setenv("CELERYLAB_LEARNER", name)
+    app = celerylab.create_app("classroom")
+
+    @app.task(name="classroom.whose", shared=False)
+    def whose(i):
+        return [name, i]
+
+    return app, whose
+
+
+def two_learners_never_cross(monkeypatch, url: str):
+    alice, alice_task = learner_app(monkeypatch, url, "alice")
+    bob, bob_task = learner_app(monkeypatch, url, "bob")
+    sent = {"alice": [alice_task.delay(i) for i in range(10)], "bob": [bob_task.delay(i) for i in range(10)]}
+    # only alice's worker runs: it does all of alice's tasks and none of bob's
+    with celerylab.run_worker(alice, hostname="alice@class"):
+        assert [r.get(timeout=20) for r in sent["alice"]] == [["alice", i] for i in range(10)]
+        time.sleep(0.5)
+        assert {r.state for r in sent["bob"]} == {"PENDING"}
+    assert queue_length(bob, "celery") == 10
+    assert queue_length(alice, "celery") == 0
+    with celerylab.run_worker(bob, hostname="bob@class"):
+        assert [r.get(timeout=20) for r in sent["bob"]] == [["bob", i] for i in range(10)]
+    return alice, bob
+
+
+@pytest.fixture
+def no_kit_broker():
+    yield
+    celerylab.cleanup()
+    kit_broker._current = None
+
+
+def test_two_learners_on_one_redis(monkeypatch, tmp_path, redis_server_bin, no_kit_broker):
+    with RedisServer(datadir=str(tmp_path)) as server:
+        two_learners_never_cross(monkeypatch, server.url)
+        keys = [k.decode() for k in redis.Redis.from_url(server.url).keys("*")]
+        assert keys and all(k.startswith(("alice:", "bob:")) for k in keys), keys
+
+
+def test_two_learners_on_one_rabbitmq_each_in_a_vhost(monkeypatch, tmp_path, no_kit_broker):
+    server = RabbitMQServer(datadir=str(tmp_path))
+    try:
+        server.start()
+    except ServerMissingError as exc:
+        pytest.skip(str(exc))
+    try:
+        # a learner whose virtual host the instructor has not created yet: one clear line
+        monkeypatch.setenv("CELERYLAB_BROKER_URL", server.url)
+        monkeypatch.setenv("CELERYLAB_LEARNER", "carol")
+        with pytest.raises(BrokerUnreachableError, match="rabbitmqctl add_vhost carol"):
+            celerylab.start_broker()
+        for name in ("alice", "bob"):
+            server.ctl("add_vhost", name)
+            server.ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        alice, bob = two_learners_never_cross(monkeypatch, server.url)
+        assert alice.conf.broker_url.endswith("/alice") and bob.conf.broker_url.endswith("/bob")
+        queues = server.ctl("list_queues", "-p", "alice", "name", "messages")
+        assert "celery\t0" in queues
+    finally:
+        server.close()
+
+
+def test_a_bad_learner_name_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("CELERYLAB_LEARNER", "alice smith")
+    with pytest.raises(CeleryLabError, match="CELERYLAB_LEARNER='alice smith': use 1-40 letters"):
+        kit_broker.learner()
+    monkeypatch.setenv("CELERYLAB_LEARNER", "team-3")
+    assert kit_broker.learner_prefix() == "team-3:"
+    assert kit_broker.with_learner_vhost("amqp://u:p@host:5672//") == "amqp://u:p@host:5672/team-3"
+    assert kit_broker.with_learner_vhost("redis://host:6379/0") == "redis://host:6379/0"
