@@ -56,14 +56,15 @@ test: install sysdeps
 	$(PYTEST) -q $(NBVAL) notebooks
 
 ## The real-broker track: every lesson and solution under nbval on a real redis-server, then on a
-## real rabbitmq-server (each started on 127.0.0.1 for the run by celerylab.servers, then stopped).
+## real rabbitmq-server with results in a redis-server (each started on 127.0.0.1 for the run by
+## celerylab.servers, then stopped).
 .PHONY: sysdeps-brokers test-brokers
 BROKERS_SANITIZE := $(VENV)/sanitize-brokers.cfg
 NBVAL_BROKERS := --nbval --nbval-current-env --nbval-sanitize-with $(BROKERS_SANITIZE)
 test-brokers: install sysdeps-brokers
 	cat tests/sanitize.cfg tests/sanitize_brokers.cfg > $(BROKERS_SANITIZE)
 	$(PY) -m celerylab.servers redis -- $(PYTEST) -q $(NBVAL_BROKERS) notebooks solutions
-	$(PY) -m celerylab.servers rabbitmq -- $(PYTEST) -q $(NBVAL_BROKERS) notebooks solutions
+	$(PY) -m celerylab.servers rabbitmq --results redis -- $(PYTEST) -q $(NBVAL_BROKERS) notebooks solutions
 
 test-unit: install
 	$(PYTEST) -q tests

@@ -13,7 +13,7 @@ Command line: run a command with ``CELERYLAB_BROKER_URL`` pointing at a fresh se
 stop it (the exit status is the command's)::
 
     python -m celerylab.servers redis -- pytest --nbval notebooks
-    python -m celerylab.servers rabbitmq -- pytest --nbval notebooks
+    python -m celerylab.servers rabbitmq --results redis -- pytest --nbval notebooks
 """
 from __future__ import annotations
 
@@ -52,6 +52,8 @@ class RealServer:
         self.port = port or free_port()
         self._own_dir = datadir is None
         self.datadir = datadir or tempfile.mkdtemp(prefix=f"celerylab-{self.name}-")
+        os.makedirs(self.datadir, exist_ok=True)
+        self.started = False  # ever started
         self.proc: subprocess.Popen | None = None
         self._forget = None
         self.logfile = os.path.join(self.datadir, f"{self.name}.log")
@@ -86,6 +88,7 @@ class RealServer:
         self.proc = subprocess.Popen(self.command(), env=self.env(), cwd=self.datadir, stdout=log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
+        self.started = True
         self._forget = processes.register(f"{self.name} on {LOOPBACK}:{self.port}", self.stop)
         deadline = time.monotonic() + timeout
         while not self.ready():
@@ -249,8 +252,10 @@ class RabbitMQServer(RealServer):
 
     def close(self) -> None:
         super().close()
-        if not self._epmd_was_running:  # Erlang's port mapper daemonizes: stop the one we started
-            subprocess.run(["epmd", "-kill"], env={**os.environ, "ERL_EPMD_ADDRESS": LOOPBACK},
+        epmd = shutil.which("epmd") or "/usr/bin/epmd"
+        if self.started and not self._epmd_was_running and os.path.exists(epmd):
+            # Erlang's port mapper daemonizes when a node starts: stop the one we started
+            subprocess.run([epmd, "-kill"], env={**os.environ, "ERL_EPMD_ADDRESS": LOOPBACK},
                            capture_output=True, timeout=10)
 
 
@@ -262,29 +267,37 @@ def main(argv=None) -> int:
                                      description="Run a command with CELERYLAB_BROKER_URL set to a fresh real broker.")
     parser.add_argument("server", choices=sorted(SERVERS))
     parser.add_argument("--aof", action="store_true", help="redis: append-only file on")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- the command to run")
-    args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not command:
+    parser.add_argument("--results", choices=["redis"],
+                        help="also start a redis-server for results (CELERYLAB_RESULT_BACKEND)")
+    parser.usage = "python -m celerylab.servers {rabbitmq,redis} [--aof] [--results redis] -- COMMAND..."
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in argv or argv.index("--") == len(argv) - 1:
         parser.error("give the command to run after --")
+    split = argv.index("--")
+    args, command = parser.parse_args(argv[:split]), argv[split + 1:]
     kwargs = {"appendonly": True} if args.aof and args.server == "redis" else {}
+    servers = [SERVERS[args.server](**kwargs)]
+    if args.results:
+        servers.append(RedisServer())
+    env = dict(os.environ)
+    env.pop("CELERYLAB_RESULT_BACKEND", None)
     try:
-        server = SERVERS[args.server](**kwargs)
-        print(f"==> starting {server.name} on {LOOPBACK}:{server.port}", flush=True)
-        server.start()
+        for server, variable in zip(servers, ("CELERYLAB_BROKER_URL", "CELERYLAB_RESULT_BACKEND")):
+            print(f"==> starting {server.name} on {LOOPBACK}:{server.port}", flush=True)
+            server.start()
+            env[variable] = server.url
+        shown = " ".join(f"{v}={env[v]}" for v in ("CELERYLAB_BROKER_URL", "CELERYLAB_RESULT_BACKEND") if v in env)
+        print(f"==> {shown} {' '.join(command)}", flush=True)
+        return subprocess.call(command, env=env)
     except CeleryLabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    env = {**os.environ, "CELERYLAB_BROKER_URL": server.url}
-    env.pop("CELERYLAB_RESULT_BACKEND", None)
-    print(f"==> CELERYLAB_BROKER_URL={server.url} {' '.join(command)}", flush=True)
-    try:
-        return subprocess.call(command, env=env)
     except KeyboardInterrupt:
         return 130
     finally:
-        print(f"==> stopping {server.name}", flush=True)
-        server.close()
+        for server in reversed(servers):
+            print(f"==> stopping {server.name}", flush=True)
+            server.close()
 
 
 if __name__ == "__main__":
