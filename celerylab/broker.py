@@ -170,6 +170,36 @@ def start_broker(port: int | None = None, host: str = LOOPBACK) -> Broker:
         return broker
 
 
+_experiment_redis = None
+
+
+def experiment_redis_url() -> str:
+    """A Redis for cells that show Redis internals (lists, priority bands, raw messages).
+
+    The kit's broker when it is Redis; on RabbitMQ, a private embedded Redis in this kernel, so
+    those cells show the same thing whatever broker the class uses.
+    """
+    global _experiment_redis
+    broker = start_broker()
+    if broker.transport.startswith("redis"):
+        return broker.url
+    with _lock:
+        if _experiment_redis is None:
+            _require_lupa()
+            from .resp_server import EmbeddedRedisServer
+
+            server = EmbeddedRedisServer(LOOPBACK, 0).start()
+
+            def stop() -> None:
+                global _experiment_redis
+                server.stop()
+                _experiment_redis = None
+
+            processes.register(f"embedded Redis for Redis experiments (port {server.port})", stop)
+            _experiment_redis = f"redis://{LOOPBACK}:{server.port}/0"
+        return _experiment_redis
+
+
 def current_broker() -> Broker | None:
     return _current
 
