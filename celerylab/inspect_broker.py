@@ -37,14 +37,63 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 _ORIGIN = re.compile(r"^gen\d+@.+$")
 
 
+#: Set in this kernel (and so inherited by the workers it spawns) to the Redis that
+#: :func:`redis_url` picked, so a lesson module imported by a worker subprocess builds its app on
+#: the same Redis as the notebook.
+REDIS_DEMO_ENV = "CELERYLAB_REDIS_DEMO_URL"
+
+
+def redis_url() -> str:
+    """The Redis this module reads: the kit's broker when it is Redis; on another broker
+    (RabbitMQ), a private embedded Redis in this kernel (:func:`celerylab.broker.experiment_redis_url`).
+    """
+    import os
+
+    from .broker import experiment_redis_url, start_broker
+
+    global _redis_demo_here
+    kit = start_broker().url
+    if kit.startswith(("redis://", "rediss://")):
+        return kit
+    inherited = os.environ.get(REDIS_DEMO_ENV)
+    if inherited and not _redis_demo_here:
+        return inherited  # a worker the kernel spawned: the kernel's private Redis
+    url = experiment_redis_url()
+    os.environ[REDIS_DEMO_ENV] = url
+    _redis_demo_here = True
+    return url
+
+
+_redis_demo_here = False
+
+
+def redis_app_conf() -> dict:
+    """Settings for a lesson app whose cells show Redis internals (lists, bands, unacked hash):
+    ``{}`` on a Redis broker, else broker and results on :func:`redis_url`'s private Redis."""
+    from .broker import start_broker
+
+    url = redis_url()
+    return {} if url == start_broker().url else {"broker_url": url, "result_backend": url}
+
+
+def create_redis_app(name: str, **conf):
+    """:func:`celerylab.create_app` on :func:`redis_url`: the kit's broker when it is Redis, else a
+    private Redis with the same demo transport options the kit gives a Redis broker."""
+    from .app import DEMO_TRANSPORT_OPTIONS, create_app
+
+    private = redis_app_conf()
+    if private:
+        private["broker_transport_options"] = {**DEMO_TRANSPORT_OPTIONS,
+                                               **(conf.pop("broker_transport_options", None) or {})}
+    return create_app(name, **{**private, **conf})
+
+
 def redis_client(url: str | None = None):
-    """A redis-py client on the kit's broker (or ``url``)."""
+    """A redis-py client on the kit's broker (or ``url``); on RabbitMQ, on :func:`redis_url`."""
     import redis
 
     if url is None:
-        from .broker import start_broker
-
-        url = start_broker().url
+        url = redis_url()
     if not url.startswith(("redis://", "rediss://")):
         raise ValueError(f"inspect_broker reads Redis lists; the broker is {url.split(':', 1)[0]}://")
     return redis.Redis.from_url(url)

@@ -8,8 +8,10 @@ from __future__ import annotations
 import time
 
 import celerylab
+from celerylab.inspect_broker import create_redis_app
 
-app = celerylab.create_app("l01_architecture")
+# The lesson reads Redis lists and keys: on a RabbitMQ class broker it runs on a private Redis.
+app = create_redis_app("l01_architecture")
 
 
 @app.task(name="l01.add")

@@ -15,8 +15,10 @@ from celery.utils.log import get_task_logger
 from kombu.serialization import register
 
 import celerylab
+from celerylab.inspect_broker import create_redis_app
 
-app = celerylab.create_app("l02_serialization")
+# The lesson reads messages as Redis stores them: on a RabbitMQ class broker it runs on a private Redis.
+app = create_redis_app("l02_serialization")
 app.autodiscover_tasks(["celerylab.lessons.l02_shop.billing", "celerylab.lessons.l02_shop.emails"])
 
 logger = get_task_logger(__name__)

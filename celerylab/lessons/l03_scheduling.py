@@ -11,8 +11,11 @@ import time
 from collections import Counter
 
 import celerylab
+from celerylab.inspect_broker import create_redis_app
 
-app = celerylab.create_app("l03_scheduling")
+# The lesson shows Redis transport details (the unacked hash, the visibility timeout): on a
+# RabbitMQ class broker it runs on a private Redis.
+app = create_redis_app("l03_scheduling")
 
 
 class RunLog:
@@ -108,7 +111,7 @@ def gaps(times: list[float]) -> list[float]:
 # sweep would otherwise hand back the other app's messages under its own, shorter, timeout).
 
 def _vt_app(name: str, visibility_timeout: float):
-    a = celerylab.create_app(name, task_default_queue=name, broker_transport_options={
+    a = create_redis_app(name, task_default_queue=name, broker_transport_options={
         "visibility_timeout": visibility_timeout,
         "unacked_key": f"{name}_unacked",
         "unacked_index_key": f"{name}_unacked_index",

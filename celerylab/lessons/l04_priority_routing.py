@@ -20,13 +20,16 @@ from kombu import Exchange, Queue
 
 import celerylab
 from celerylab import queues
+from celerylab.inspect_broker import create_redis_app
 from celerylab.side_by_side import stop_all  # noqa: F401 - used by the lesson
 from celerylab.worker import start_worker
 
-app = celerylab.create_app("l04_priority_routing")
+# Priority bands are kombu's Redis emulation: on a RabbitMQ class broker these two apps run on a
+# private Redis (rabbit_app below shows RabbitMQ's native priority on the class broker).
+app = create_redis_app("l04_priority_routing")
 
 FULL_RANGE = {"priority_steps": list(range(10)), "queue_order_strategy": "priority"}
-full_app = celerylab.create_app("l04_full_range", task_default_queue="full", broker_transport_options=FULL_RANGE)
+full_app = create_redis_app("l04_full_range", task_default_queue="full", broker_transport_options=FULL_RANGE)
 
 
 @dataclass(frozen=True)
@@ -209,7 +212,7 @@ def rabbit_job(label):
 
 def on_rabbitmq(a=None) -> bool:
     """True when the kit's broker is AMQP (RabbitMQ), i.e. ``CELERYLAB_BROKER_URL=amqp://...``."""
-    return str((a or app).conf.broker_url or "").startswith(("amqp://", "amqps://", "pyamqp://"))
+    return str((a or rabbit_app).conf.broker_url or "").startswith(("amqp://", "amqps://", "pyamqp://"))
 
 
 def rabbitmq_priority(priorities=(0, 9, 5, 1, 8), timeout: float = 20.0) -> list[str]:
