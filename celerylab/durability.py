@@ -1,0 +1,129 @@
+"""Does a batch of tasks survive a broker restart? The experiment behind lesson 08b and its test.
+
+:func:`batch_through_restart` sends ``n`` tasks to a broker of our own (a
+:class:`celerylab.servers.RedisServer` or :class:`~celerylab.servers.RabbitMQServer`), lets a
+worker start on them, restarts the broker in the middle of the batch, and counts how many tasks
+ever ran to the end. Each task records its number in a Redis set of its own (the *ledger*, on a
+separate embedded Redis), so the count does not depend on the broker that is being restarted.
+
+* Redis without persistence: a restart empties the broker: every message still queued is lost.
+* Redis with ``appendonly yes`` (AOF, ``appendfsync always``): every write is on disk before Redis
+  answers; after the restart the queue and the unacknowledged messages are back, and a worker
+  with ``acks_late`` finishes the batch.
+* RabbitMQ: Celery's queues are durable and its messages persistent by default, so a restarted
+  RabbitMQ still holds them.
+
+A task may run twice (the restart can come between its end and its acknowledgement): that is
+at-least-once delivery, and why the ledger is a set.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import celerylab
+
+from .resp_server import EmbeddedRedisServer
+
+
+@dataclass
+class Survival:
+    sent: int
+    done_before: int  # finished before the restart
+    done: int  # finished in the end (each task counted once)
+    runs: int  # executions, repeats included
+    seconds: float
+
+    @property
+    def lost(self) -> int:
+        return self.sent - self.done
+
+    def line(self) -> str:
+        return (f"sent {self.sent}, done before the restart {self.done_before}, "
+                f"done in the end {self.done}, lost {self.lost}")
+
+
+class _Ledger:
+    """A Redis set on an embedded server: which task numbers ran to the end."""
+
+    def __init__(self):
+        import redis
+
+        self.server = EmbeddedRedisServer("127.0.0.1", 0).start()
+        self.url = f"redis://127.0.0.1:{self.server.port}/0"
+        self.client = redis.Redis.from_url(self.url)
+        self.client.delete("done", "runs")
+
+    def done(self) -> int:
+        return int(self.client.scard("done"))
+
+    def runs(self) -> int:
+        return int(self.client.get("runs") or 0)
+
+    def close(self) -> None:
+        self.client.close()
+        self.server.stop()
+
+
+def batch_through_restart(server, n: int = 40, task_seconds: float = 0.02, restart_after: int = 10,
+                          crash: bool = True, timeout: float = 60.0, on_progress=None) -> Survival:
+    """Send ``n`` tasks, start a worker, restart ``server`` after ``restart_after`` are done.
+
+    ``crash=True`` kills the broker (SIGKILL) instead of stopping it cleanly. ``on_progress(done)``
+    is called while waiting. Returns what survived.
+    """
+    ledger = _Ledger()
+    conf = dict(
+        broker_url=server.url,
+        result_backend=ledger.url,
+        task_acks_late=True,  # acknowledge after the task ran: a message in flight is not lost
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # Celery 6's default: on connection loss, stop waiting on running acks_late tasks
+        # (they cannot be acknowledged any more; the broker hands them out again)
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
+    )
+    if server.url.startswith("redis"):
+        # the unacknowledged messages of the old connection come back after 2 s, not 30 s
+        conf["broker_transport_options"] = {"visibility_timeout": 2, "unacked_restore_interval": 0.5,
+                                            "unacked_restore_throttle": 0.5}
+    app = celerylab.create_app(f"durability-{server.name}", **conf)
+    ledger_url = ledger.url
+
+    @app.task(name="durability.step", shared=False, acks_late=True)
+    def step(i):
+        import redis
+
+        time.sleep(task_seconds)
+        client = redis.Redis.from_url(ledger_url)
+        client.incr("runs")
+        client.sadd("done", i)
+        client.close()
+
+    started = time.monotonic()
+    try:
+        for i in range(n):
+            step.apply_async((i,), ignore_result=True)
+        with celerylab.run_worker(app, concurrency=2, hostname=f"durability-{server.name}@kernel"):
+            deadline = time.monotonic() + timeout
+            while ledger.done() < restart_after and time.monotonic() < deadline:
+                time.sleep(0.01)
+            done_before = ledger.done()
+            server.restart(crash=crash)
+            last, quiet_since = -1, time.monotonic()
+            while time.monotonic() < deadline:
+                done = ledger.done()
+                if on_progress:
+                    on_progress(done)
+                if done == n:
+                    break
+                if done != last:
+                    last, quiet_since = done, time.monotonic()
+                elif time.monotonic() - quiet_since > 15:  # nothing more is coming (reconnects back off)
+                    break
+                time.sleep(0.05)
+        return Survival(n, done_before, ledger.done(), ledger.runs(), time.monotonic() - started)
+    finally:
+        ledger.close()
