@@ -79,9 +79,15 @@ def redis_app_conf() -> dict:
 def create_redis_app(name: str, **conf):
     """:func:`celerylab.create_app` on :func:`redis_url`: the kit's broker when it is Redis, else a
     private Redis with the same demo transport options the kit gives a Redis broker."""
-    from .app import DEMO_TRANSPORT_OPTIONS, create_app
+    import json
+    import os
 
-    private = redis_app_conf()
+    from .app import APP_CONF_ENV, DEMO_TRANSPORT_OPTIONS, create_app
+
+    if "broker_url" in json.loads(os.environ.get(APP_CONF_ENV) or "{}"):
+        private = {}  # a worker process told which broker to use (spawn_worker(..., broker_url=...))
+    else:
+        private = redis_app_conf()
     if private:
         private["broker_transport_options"] = {**DEMO_TRANSPORT_OPTIONS,
                                                **(conf.pop("broker_transport_options", None) or {})}

@@ -145,8 +145,15 @@ class ReachTheWorkerProcess(BehaviourCheck):
 
         fn = self.callable_named(ns, self.function)
         call = fmt_call(self.function, self.args)
+        from celery import current_app
+
+        # the grader's worker process consumes where the lab's app sends (the lesson's own app may
+        # live on a private Redis when the class broker is RabbitMQ)
+        lab_app = ns.get("app") if isinstance(ns.get("app"), Celery) else current_app._get_current_object()
         process = celerylab.spawn_worker("celerylab.lessons.l02_serialization", pool="solo", concurrency=1,
-                                         queues=[PROCESS_QUEUE], hostname="lab02-grader@%h").wait_ready()
+                                         queues=[PROCESS_QUEUE], hostname="lab02-grader@%h",
+                                         broker_url=lab_app.conf.broker_url,
+                                         result_backend=lab_app.conf.result_backend).wait_ready()
         try:
             with self.trial() as trial:
                 value = self.run_learner(trial, call, fn, *self.args, name=self.function)
@@ -224,6 +231,10 @@ class RequestFacts(BehaviourCheck):
                     raise ExerciseIncorrect(f"{call} reported the note {describe(got['note'])}")
 
 
+#: The settings of the learner's app that NoPickle judges (copied to a Redis app on RabbitMQ).
+_SERIALIZATION_SETTINGS = ("task_serializer", "accept_content", "result_serializer", "result_accept_content")
+
+
 class NoPickle(BehaviourCheck):
     """``secure_app`` sends msgpack by default, its workers accept msgpack and json, and refuse pickle."""
 
@@ -247,6 +258,12 @@ class NoPickle(BehaviourCheck):
 
         echo = app.tasks.get("lab02_check.echo") or app.task(name="lab02_check.echo", shared=False)(_echo)
 
+        if not str(app.conf.broker_url or "").startswith(("redis://", "rediss://")):
+            # the check reads the messages on a Redis list: on another broker (RabbitMQ), the same
+            # serialization settings on an app of the check's own, on a Redis
+            app = inspect_broker.create_redis_app(
+                f"{self.app_name}_on_redis", **{k: app.conf[k] for k in _SERIALIZATION_SETTINGS})
+            echo = app.task(name="lab02_check.echo", shared=False)(_echo)
         client = inspect_broker.redis_client(app.conf.broker_url)
         client.delete(*inspect_broker.band_lists(SECURE_QUEUE))
         _EVIDENCE.clear()

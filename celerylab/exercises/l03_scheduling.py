@@ -21,6 +21,7 @@ from celery.result import AsyncResult
 from celery.schedules import crontab
 
 from celerylab.grading import BehaviourCheck, Trial, bind
+from celerylab.inspect_broker import create_redis_app
 from celerylab.grading.kinds import fmt_call, short
 from celerylab.grading.outcomes import ExerciseIncorrect, ____, describe  # noqa: F401
 
@@ -271,7 +272,8 @@ class ReminderRunsOnce(BehaviourCheck):
         options = {"visibility_timeout": 1, **value, "unacked_restore_interval": 1, "unacked_restore_throttle": 1,
                    "unacked_key": f"{tag}-unacked", "unacked_index_key": f"{tag}-unacked_index",
                    "unacked_mutex_key": f"{tag}-unacked_mutex"}
-        app = celerylab.create_app(tag, task_default_queue=tag, broker_transport_options=options)
+        # the visibility timeout is a Redis transport option: on Redis, even if the class uses RabbitMQ
+        app = create_redis_app(tag, task_default_queue=tag, broker_transport_options=options)
 
         @app.task(name=f"{tag}.send_reminder", shared=False)
         def send_reminder(who):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import os
 from celerylab.grading import BehaviourCheck, Trial, bind
+from celerylab.inspect_broker import create_redis_app
 from celerylab.grading.kinds import fmt_call, short
 from celerylab.grading.outcomes import ExerciseIncorrect, ____, describe  # noqa: F401
 
@@ -149,7 +150,8 @@ class TenLevels(BehaviourCheck):
             raise ExerciseIncorrect(f"`{self.name}` is {describe(value)}: it should be a dict of broker transport options")
         learner_app = current_app._get_current_object()
         tag = f"lab04q3-{os.getpid()}-{next(_ids)}"
-        app = celerylab.create_app(tag, task_default_queue=tag, broker_transport_options=dict(value))
+        # priority_steps are a Redis transport option: on Redis, even if the class uses RabbitMQ
+        app = create_redis_app(tag, task_default_queue=tag, broker_transport_options=dict(value))
         try:
             @app.task(name=f"{tag}.job", shared=False)
             def job(label):
