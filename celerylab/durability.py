@@ -127,3 +127,61 @@ def batch_through_restart(server, n: int = 40, task_seconds: float = 0.02, resta
         return Survival(n, done_before, ledger.done(), ledger.runs(), time.monotonic() - started)
     finally:
         ledger.close()
+
+
+@dataclass
+class Queued:
+    broker: str
+    before: int  # messages waiting before the restart
+    after: int  # ... and after it
+
+    def line(self) -> str:
+        verdict = "kept every message" if self.after == self.before else "LOST messages"
+        return f"{self.broker:40} queued before: {self.before:3} | after the restart: {verdict}"
+
+
+def _waiting(url: str, queue: str = "celery", purge: bool = False) -> int:
+    """Messages waiting in ``queue``, on a connection of its own (none pooled from before a restart)."""
+    from kombu import Connection
+
+    with Connection(url, connect_timeout=5) as conn:
+        channel = conn.channel()
+        try:
+            count = channel.queue_declare(queue, passive=True).message_count
+        except conn.channel_errors:  # no such queue (any more)
+            return 0
+        if purge:
+            channel.queue_purge(queue)
+        return count
+
+
+def queued_through_restart(server, label: str, n: int = 40, crash: bool = True,
+                           confirm_publish: bool = False) -> Queued:
+    """Send ``n`` tasks with no worker running, restart ``server``, count what is still queued.
+
+    ``confirm_publish`` (RabbitMQ): each publish waits for the broker's confirm, which RabbitMQ
+    sends for a persistent message once it is on disk.
+    """
+    extra = {"broker_transport_options": {"confirm_publish": True}} if confirm_publish else {}
+    app = celerylab.create_app(f"durability-queued-{server.name}", broker_url=server.url,
+                               result_backend=None, task_ignore_result=True, **extra)
+    with app.producer_or_acquire() as producer:
+        for i in range(n):
+            app.send_task("durability.step", (i,), producer=producer)
+    before = _waiting(server.url)
+    server.restart(crash=crash)
+    return Queued(label, before, _waiting(server.url, purge=True))
+
+
+def chart(rows):
+    """Bars: messages queued before and after each restart (a static plotly figure)."""
+    import plotly.graph_objects as go
+
+    labels = [r.broker for r in rows]
+    fig = go.Figure([go.Bar(name="queued before the restart", x=labels, y=[r.before for r in rows],
+                            marker_color="#8c8c8c"),
+                     go.Bar(name="still queued after it", x=labels, y=[r.after for r in rows],
+                            marker_color="#59a14f")])
+    fig.update_layout(barmode="group", height=340, margin=dict(l=20, r=20, t=50, b=20),
+                      title="What a broker restart leaves in the queue", yaxis_title="messages")
+    return fig

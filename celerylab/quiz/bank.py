@@ -25,12 +25,13 @@ LESSONS = {
     "06": "06_dead_letter.ipynb",
     "07": "07_monitoring.ipynb",
     "08": "08_production.ipynb",
+    "08b": "08b_durability.ipynb",
 }
 
 TITLES = {
     "00": "Start here", "01": "Architecture and task flow", "02": "Serialization and registration",
     "03": "Scheduling", "04": "Priority and routing", "05": "Retries and backoff",
-    "06": "Dead-letter queues", "07": "Monitoring and alerting", "08": "Production",
+    "06": "Dead-letter queues", "07": "Monitoring and alerting", "08": "Production", "08b": "Durability",
 }
 
 
@@ -246,6 +247,14 @@ def _check_soft_limit(ns):
 # ---------------------------------------------------------------------------------------
 # The questions
 # ---------------------------------------------------------------------------------------
+S08B = {
+    "concept": "1. Concept: where a queued task lives",
+    "redis": "2. Live demo: Redis killed, with and without the append-only file",
+    "worker": "3. Live demo: a worker mid-batch, and Redis restarts under it",
+    "rabbit": "4. Live demo: RabbitMQ restarted, killed, and killed with publisher confirms",
+    "gotchas": "6. Gotchas",
+}
+
 S08 = {
     "acks": "1. When is a message acknowledged?",
     "child": "1a. Kill only the pool process",
@@ -579,6 +588,31 @@ QUESTIONS: list[Question] = [
            "Late acks protect against a dying worker, not a dying broker."),
 
     # ----- myth or fact: the seed article's claims --------------------------------------
+    choice("l08b-aof", "08b", S08B["redis"],
+           "Redis runs without the append-only file, and no snapshot was taken since 40 tasks were queued. "
+           "Redis is killed and restarted. How many of the 40 are still queued?",
+           ["All 40", "None: the queue lived only in memory", "Those older than one second",
+            "All 40, because the workers send them back"], 1,
+           "Turn on appendonly yes (AOF): every write is logged before Redis answers (fsync always or everysec).",
+           cheat="Redis keeps queued tasks through a crash only with AOF (`appendonly yes`)."),
+    choice("l08b-confirms", "08b", S08B["rabbit"],
+           "Celery on RabbitMQ (durable queue, persistent messages). The broker is killed right after your app "
+           "published 40 tasks. Which setting makes sure the app only counts as sent what RabbitMQ has stored?",
+           ["task_publish_retry=True", "broker_transport_options={'confirm_publish': True}",
+            "task_acks_late=True", "None needed: durable queues are enough"], 1,
+           "Publisher confirms: RabbitMQ confirms a persistent message once it is on disk. Without them our "
+           "killed broker lost all 40.",
+           cheat="Against a broker crash: durable + persistent **and** publisher confirms (`confirm_publish`)."),
+    choice("l08b-twice", "08b", S08B["worker"],
+           "acks_late is on and the broker restarts while the worker runs a batch. What can happen after it "
+           "reconnects?",
+           ["Nothing unusual", "Some tasks run twice: one that finished as the connection dropped could not be "
+            "acknowledged and is delivered again", "All running tasks are lost", "The worker exits"], 1,
+           "At-least-once delivery: make tasks idempotent (lesson 05)."),
+    myth("myth-publish-retry-confirms", "08b", S08B["concept"],
+         "task_publish_retry=True confirms that the broker has stored each task.", False,
+         "It retries a publish that failed to send, is on by default, and confirms nothing; confirms are "
+         "confirm_publish."),
     myth("myth-ack-default", "08", S08["group"],
          "Workers acknowledge a task after it has run; that is the default, so a crash loses nothing.", False,
          "task_acks_late is False by default: the ack comes before execution, and kill -9 mid-task loses the task."),
