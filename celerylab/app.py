@@ -48,12 +48,21 @@ def default_conf(broker) -> dict:
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
     )
-    if broker.transport.startswith("redis"):
-        conf["broker_transport_options"] = dict(DEMO_TRANSPORT_OPTIONS)
-        prefix = learner_prefix()
-        if prefix:  # a classroom broker: this learner's keys, queues and events only
-            conf["broker_transport_options"]["global_keyprefix"] = prefix
-            conf["result_backend_transport_options"] = {"global_keyprefix": prefix}
+    conf.update(redis_conf(broker.url))
+    return conf
+
+
+def redis_conf(broker_url: str, **transport_options) -> dict:
+    """On a Redis broker URL: the demo transport options (refined by ``transport_options``) and
+    the learner's key prefix for broker and results; nothing for other brokers."""
+    if not str(broker_url).startswith(("redis://", "rediss://")):
+        return {}
+    options = {**DEMO_TRANSPORT_OPTIONS, **transport_options}
+    conf = {"broker_transport_options": options}
+    prefix = learner_prefix()
+    if prefix:  # a classroom broker: this learner's keys, queues and events only
+        options["global_keyprefix"] = prefix
+        conf["result_backend_transport_options"] = {"global_keyprefix": prefix}
     return conf
 
 
@@ -69,10 +78,10 @@ def create_app(name: str = "celerylab", **conf) -> Celery:
     if env_conf:
         settings.update(json.loads(env_conf))
     settings.update(conf)
-    if broker.transport.startswith("redis"):
-        # Options given by the caller refine the demo defaults rather than replace them all.
-        settings["broker_transport_options"] = {**default_conf(broker)["broker_transport_options"],
-                                                **(settings.get("broker_transport_options") or {})}
+    # On Redis (the kit's broker, or a broker_url given here), options given by the caller or a
+    # spawned worker's CELERYLAB_APP_CONF refine the demo defaults rather than replace them all.
+    given = settings.get("broker_transport_options") or {}
+    settings.update(redis_conf(settings["broker_url"], **given))
     app = Celery(name, set_as_current=True)
     app.conf.update(settings)
     return app
