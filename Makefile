@@ -50,8 +50,9 @@ lab: install
 		--LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb \
 		--LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate
 
-## Everything CI runs: unit tests, then every notebook under nbval.
-test: install sysdeps
+## Unit tests, then every notebook under nbval (lesson 08b and the broker tests use a real
+## redis-server and rabbitmq-server: installed with apt-get when missing). CI runs test-brokers too.
+test: install sysdeps-brokers
 	$(PYTEST) -q tests
 	$(PYTEST) -q $(NBVAL) notebooks
 
