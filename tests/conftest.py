@@ -65,5 +65,19 @@ def redis_server(redis_server_bin, tmp_path):
     proc.wait(10)
 
 
+@pytest.fixture(scope="session")
+def rabbitmq_url(tmp_path_factory):
+    """A real rabbitmq-server on loopback for the whole session (skips when not installed)."""
+    from celerylab.servers import RabbitMQServer, ServerMissingError
+
+    server = RabbitMQServer(datadir=str(tmp_path_factory.mktemp("rabbitmq")))
+    try:
+        server.start()
+    except ServerMissingError as exc:
+        pytest.skip(str(exc))
+    yield server.url
+    server.close()
+
+
 def python() -> str:
     return sys.executable

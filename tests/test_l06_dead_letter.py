@@ -68,14 +68,12 @@ def test_wait_for_length_gives_up(l06):
         l06.wait_for_length(l06.dlq, 1, timeout=0.1)
 
 
-@pytest.mark.skipif(not os.environ.get("CELERYLAB_TEST_AMQP_URL"),
-                    reason="set CELERYLAB_TEST_AMQP_URL=amqp://... to run the RabbitMQ experiment")
-def test_rabbitmq_dead_letters_only_rejected_messages():
+def test_rabbitmq_dead_letters_only_rejected_messages(rabbitmq_url):
     import subprocess
     import sys
 
     code = ("from celerylab.lessons import l06_dead_letter as l06; "
             "assert l06.rabbitmq_dead_lettering() == l06.RABBITMQ_EXPECTED; print('ok')")
-    env = dict(os.environ, CELERYLAB_BROKER_URL=os.environ["CELERYLAB_TEST_AMQP_URL"])
+    env = dict(os.environ, CELERYLAB_BROKER_URL=rabbitmq_url)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().endswith("ok"), out.stderr[-2000:]
