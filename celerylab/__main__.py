@@ -62,9 +62,9 @@ def _cmd_worker(args) -> int:
         os.environ["CELERYLAB_BROKER_URL"] = args.broker
     if not os.environ.get("CELERYLAB_BROKER_URL"):
         raise CeleryLabError("set CELERYLAB_BROKER_URL (or --broker URL) to the broker this worker should serve")
-    from .broker import check_reachable
+    from .broker import check_reachable, with_learner_vhost
 
-    check_reachable(os.environ["CELERYLAB_BROKER_URL"])
+    check_reachable(with_learner_vhost(os.environ["CELERYLAB_BROKER_URL"]))
     os.execv(sys.executable, cmd)
     return 0  # pragma: no cover
 

@@ -63,6 +63,44 @@ def test_two_learners_on_one_redis(monkeypatch, tmp_path, redis_server_bin, no_k
         assert keys and all(k.startswith(("alice:", "bob:")) for k in keys), keys
 
 
+def test_a_worker_on_another_machine_serves_only_its_learner(monkeypatch, tmp_path, redis_server_bin, no_kit_broker):
+    """`python -m celerylab worker --lesson 00` with alice's CELERYLAB_LEARNER, as another machine
+    would start it: it runs alice's tasks and leaves bob's queued."""
+    import os
+    import subprocess
+    import sys
+
+    from celerylab import processes
+    from celerylab.ports import port_in_use
+
+    with RedisServer(datadir=str(tmp_path)) as server:
+        env = {**processes.child_env(), "CELERYLAB_BROKER_URL": server.url, "CELERYLAB_LEARNER": "alice",
+               "CELERYLAB_LOG_DIR": str(tmp_path / "logs")}
+        worker = subprocess.Popen([sys.executable, "-m", "celerylab", "worker", "--lesson", "00", "--pool", "threads",
+                                   "--concurrency", "2"], env=env, start_new_session=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            from celerylab.lessons import l00_start
+
+            sent, apps = {}, []
+            for name in ("alice", "bob"):
+                monkeypatch.setenv("CELERYLAB_BROKER_URL", server.url)
+                monkeypatch.setenv("CELERYLAB_LEARNER", name)
+                app = celerylab.create_app(f"classroom-{name}")
+                apps.append(app)
+                sent[name] = [app.send_task("l00.add", (i, i)) for i in range(5)]
+            assert [r.get(timeout=30) for r in sent["alice"]] == [0, 2, 4, 6, 8]
+            assert {r.state for r in sent["bob"]} == {"PENDING"}
+            assert redis.Redis.from_url(server.url).llen("bob:celery") == 5
+            sent.clear()  # results unsubscribe when collected: while the server is still there
+            for app in apps:
+                app.close()
+        finally:
+            processes.kill_group(worker.pid, wait=5)
+            worker.wait(5)
+        assert l00_start  # the lesson module the worker served
+
+
 def test_two_learners_on_one_rabbitmq_each_in_a_vhost(monkeypatch, tmp_path, no_kit_broker):
     server = RabbitMQServer(datadir=str(tmp_path))
     try:
