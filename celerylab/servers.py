@@ -31,6 +31,8 @@ from .errors import CeleryLabError
 from .ports import LOOPBACK, free_port, port_in_use
 
 START_TIMEOUT = 60.0
+#: the server runs under this watchdog: it dies with the process that started it
+SUPERVISE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "supervise.py")
 
 
 class ServerMissingError(CeleryLabError):
@@ -85,7 +87,8 @@ class RealServer:
         if port_in_use(self.port):
             raise ServerStartError(f"port {self.port} on {LOOPBACK} is already in use; pick another port")
         log = open(self.logfile, "ab")
-        self.proc = subprocess.Popen(self.command(), env=self.env(), cwd=self.datadir, stdout=log,
+        supervised = [sys.executable, SUPERVISE, str(os.getpid()), "--", *self.command()]
+        self.proc = subprocess.Popen(supervised, env=self.env(), cwd=self.datadir, stdout=log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         self.started = True

@@ -73,3 +73,25 @@ def test_rabbitmq_stops_with_its_erlang_helpers(tmp_path):
     if not epmd_before:
         assert not port_in_use(4369)
     assert os.path.isdir(tmp_path / "mnesia")  # a data folder given by the caller is kept
+
+
+def test_a_server_dies_with_the_process_that_started_it(redis_server_bin, tmp_path):
+    """A kernel killed with SIGKILL runs no cleanup: its redis-server must not live on."""
+    script = textwrap.dedent(f"""
+        from celerylab.servers import RedisServer
+        server = RedisServer(datadir={str(tmp_path)!r}).start()
+        print(server.port, server.proc.pid, flush=True)
+        import time; time.sleep(60)
+    """)
+    kernel = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    port, group = map(int, kernel.stdout.readline().split())
+    assert port_in_use(port)
+    kernel.kill()
+    kernel.wait()
+    from celerylab.processes import group_alive
+
+    import time
+    deadline = time.monotonic() + 5
+    while group_alive(group) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not group_alive(group) and not port_in_use(port)
