@@ -67,65 +67,63 @@ class _Ledger:
 
 def batch_through_restart(server, n: int = 40, task_seconds: float = 0.02, restart_after: int = 10,
                           crash: bool = True, timeout: float = 60.0, on_progress=None) -> Survival:
-    """Send ``n`` tasks, start a worker, restart ``server`` after ``restart_after`` are done.
+    """Send ``n`` tasks, start a worker process, restart ``server`` after ``restart_after`` are done.
 
     ``crash=True`` kills the broker (SIGKILL) instead of stopping it cleanly. ``on_progress(done)``
     is called while waiting. Returns what survived.
     """
+    from .spawn import spawn_worker
+
     ledger = _Ledger()
     conf = dict(
         broker_url=server.url,
-        result_backend=ledger.url,
+        result_backend=None,
+        task_ignore_result=True,
         task_acks_late=True,  # acknowledge after the task ran: a message in flight is not lost
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
         # Celery 6's default: on connection loss, stop waiting on running acks_late tasks
         # (they cannot be acknowledged any more; the broker hands them out again)
         worker_cancel_long_running_tasks_on_connection_loss=True,
-        broker_connection_retry=True,
-        broker_connection_max_retries=None,
     )
     if server.url.startswith("redis"):
         # the unacknowledged messages of the old connection come back after 2 s, not 30 s
         conf["broker_transport_options"] = {"visibility_timeout": 2, "unacked_restore_interval": 0.5,
                                             "unacked_restore_throttle": 0.5}
-    app = celerylab.create_app(f"durability-{server.name}", **conf)
-    ledger_url = ledger.url
-
-    @app.task(name="durability.step", shared=False, acks_late=True)
-    def step(i):
-        import redis
-
-        time.sleep(task_seconds)
-        client = redis.Redis.from_url(ledger_url)
-        client.incr("runs")
-        client.sadd("done", i)
-        client.close()
-
+    client = celerylab.create_app(f"durability-client-{server.name}", **conf)
     started = time.monotonic()
+    worker = None
     try:
-        for i in range(n):
-            step.apply_async((i,), ignore_result=True)
-        with celerylab.run_worker(app, concurrency=2, hostname=f"durability-{server.name}@kernel"):
-            deadline = time.monotonic() + timeout
-            while ledger.done() < restart_after and time.monotonic() < deadline:
-                time.sleep(0.01)
-            done_before = ledger.done()
-            server.restart(crash=crash)
-            last, quiet_since = -1, time.monotonic()
-            while time.monotonic() < deadline:
-                done = ledger.done()
-                if on_progress:
-                    on_progress(done)
-                if done == n:
-                    break
-                if done != last:
-                    last, quiet_since = done, time.monotonic()
-                elif time.monotonic() - quiet_since > 15:  # nothing more is coming (reconnects back off)
-                    break
-                time.sleep(0.05)
+        with client.producer_or_acquire() as producer:
+            for i in range(n):
+                client.send_task("durability.step", (i, ledger.url, task_seconds), producer=producer)
+        # a worker process, as in production: it reconnects by itself after the restart
+        worker = spawn_worker("celerylab.lessons.l08b_durability", pool="threads", concurrency=2,
+                              hostname=f"durability-{server.name}@%h", **conf).wait_ready()
+        deadline = time.monotonic() + timeout
+        while ledger.done() < restart_after and time.monotonic() < deadline:
+            time.sleep(0.01)
+        done_before = ledger.done()
+        server.restart(crash=crash)
+        last, quiet_since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            done = ledger.done()
+            if on_progress:
+                on_progress(done)
+            if done == n:
+                break
+            if done != last:
+                last, quiet_since = done, time.monotonic()
+            elif time.monotonic() - quiet_since > 15:  # nothing more is coming (reconnects back off)
+                break
+            time.sleep(0.05)
         return Survival(n, done_before, ledger.done(), ledger.runs(), time.monotonic() - started)
     finally:
+        if worker is not None:
+            worker.kill()  # the batch is over: nothing to finish
+        client.close()
         ledger.close()
 
 
