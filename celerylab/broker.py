@@ -172,17 +172,25 @@ def start_broker(port: int | None = None, host: str = LOOPBACK) -> Broker:
 
 _experiment_redis = None
 
+#: Set by the kernel to its private experiment Redis; a worker process the kernel spawns (and
+#: that imports a lesson module) finds the same Redis there.
+EXPERIMENT_REDIS_ENV = "CELERYLAB_REDIS_DEMO_URL"
+
 
 def experiment_redis_url() -> str:
     """A Redis for cells that show Redis internals (lists, priority bands, raw messages).
 
     The kit's broker when it is Redis; on RabbitMQ, a private embedded Redis in this kernel, so
-    those cells show the same thing whatever broker the class uses.
+    those cells show the same thing whatever broker the class uses. Worker processes the
+    kernel spawns use the kernel's one.
     """
     global _experiment_redis
     broker = start_broker()
     if broker.transport.startswith("redis"):
         return broker.url
+    inherited = os.environ.get(EXPERIMENT_REDIS_ENV)
+    if inherited and os.environ.get(processes.PARENT_PID_ENV) and _experiment_redis is None:
+        return inherited  # a worker process the kernel started
     with _lock:
         if _experiment_redis is None:
             _require_lupa()
@@ -194,9 +202,11 @@ def experiment_redis_url() -> str:
                 global _experiment_redis
                 server.stop()
                 _experiment_redis = None
+                os.environ.pop(EXPERIMENT_REDIS_ENV, None)
 
             processes.register(f"embedded Redis for Redis experiments (port {server.port})", stop)
             _experiment_redis = f"redis://{LOOPBACK}:{server.port}/0"
+            os.environ[EXPERIMENT_REDIS_ENV] = _experiment_redis  # spawned workers inherit it
         return _experiment_redis
 
 

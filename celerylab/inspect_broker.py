@@ -37,34 +37,12 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 _ORIGIN = re.compile(r"^gen\d+@.+$")
 
 
-#: Set in this kernel (and so inherited by the workers it spawns) to the Redis that
-#: :func:`redis_url` picked, so a lesson module imported by a worker subprocess builds its app on
-#: the same Redis as the notebook.
-REDIS_DEMO_ENV = "CELERYLAB_REDIS_DEMO_URL"
-
-
 def redis_url() -> str:
     """The Redis this module reads: the kit's broker when it is Redis; on another broker
-    (RabbitMQ), a private embedded Redis in this kernel (:func:`celerylab.broker.experiment_redis_url`).
-    """
-    import os
+    (RabbitMQ), the kernel's private Redis (:func:`celerylab.broker.experiment_redis_url`)."""
+    from .broker import experiment_redis_url
 
-    from .broker import experiment_redis_url, start_broker
-
-    global _redis_demo_here
-    kit = start_broker().url
-    if kit.startswith(("redis://", "rediss://")):
-        return kit
-    inherited = os.environ.get(REDIS_DEMO_ENV)
-    if inherited and not _redis_demo_here:
-        return inherited  # a worker the kernel spawned: the kernel's private Redis
-    url = experiment_redis_url()
-    os.environ[REDIS_DEMO_ENV] = url
-    _redis_demo_here = True
-    return url
-
-
-_redis_demo_here = False
+    return experiment_redis_url()
 
 
 def redis_app_conf() -> dict:
@@ -77,21 +55,11 @@ def redis_app_conf() -> dict:
 
 
 def create_redis_app(name: str, **conf):
-    """:func:`celerylab.create_app` on :func:`redis_url`: the kit's broker when it is Redis, else a
-    private Redis with the same demo transport options the kit gives a Redis broker."""
-    import json
-    import os
+    """:func:`celerylab.create_app` on :func:`redis_url`: the kit's broker when it is Redis, else the
+    kernel's private Redis (with the demo transport options ``create_app`` gives any Redis)."""
+    from .app import create_app
 
-    from .app import APP_CONF_ENV, DEMO_TRANSPORT_OPTIONS, create_app
-
-    if "broker_url" in json.loads(os.environ.get(APP_CONF_ENV) or "{}"):
-        private = {}  # a worker process told which broker to use (spawn_worker(..., broker_url=...))
-    else:
-        private = redis_app_conf()
-    if private:
-        private["broker_transport_options"] = {**DEMO_TRANSPORT_OPTIONS,
-                                               **(conf.pop("broker_transport_options", None) or {})}
-    return create_app(name, **{**private, **conf})
+    return create_app(name, **{**redis_app_conf(), **conf})
 
 
 def redis_client(url: str | None = None):

@@ -48,21 +48,6 @@ def on_redis(a: Celery | None = None) -> bool:
     return str((a or app).conf.broker_url or "").startswith(("redis://", "rediss://"))
 
 
-_private_redis = None
-
-
-def _private_redis_url() -> str:
-    """A Redis of our own (embedded) for the Redis experiment when the kit's broker is RabbitMQ."""
-    global _private_redis
-    if _private_redis is None:
-        from celerylab import processes
-        from celerylab.resp_server import EmbeddedRedisServer
-
-        _private_redis = EmbeddedRedisServer("127.0.0.1", 0).start()
-        processes.register("embedded Redis for lesson 06's Redis experiment", _private_redis.stop)
-    return f"redis://127.0.0.1:{_private_redis.port}/0"
-
-
 def experiment_app(transport: str = "kit") -> Celery:
     """An app whose default queue is the dead-lettering work queue, with three failing tasks.
 
@@ -72,7 +57,7 @@ def experiment_app(transport: str = "kit") -> Celery:
     conf = dict(task_queues=dead_letter_queues(), task_default_queue=WORK, task_default_exchange=WORK,
                 task_default_routing_key=WORK)
     if transport == "redis" and not on_redis():
-        url = _private_redis_url()
+        url = celerylab.broker.experiment_redis_url()
         conf.update(broker_url=url, result_backend=url)
     exp = celerylab.create_app(f"l06_{transport}_experiment", **conf)
 

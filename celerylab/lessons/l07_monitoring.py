@@ -5,53 +5,18 @@ The tasks model an online shop's back office: ``charge`` (logs JSON lines with i
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
 
 import celerylab
 from celerylab import jsonlog
-from celerylab.app import APP_CONF_ENV, DEMO_TRANSPORT_OPTIONS
-from celerylab.broker import experiment_redis_url, start_broker
-from celerylab.processes import PARENT_PID_ENV
+from celerylab.inspect_broker import create_redis_app
 
-#: Where ``reports@worker-b`` (a worker process) finds the lesson's Redis when the kit's broker
-#: is RabbitMQ (the notebook's kernel sets it; ``spawn_worker`` passes it on).
-REDIS_ENV = "CELERYLAB_L07_REDIS_URL"
-
-
-def lesson_redis_url() -> str:
-    """The Redis this lesson runs on: the kit's broker when it is Redis.
-
-    Section 5 counts a Redis queue's priority band lists, and Flower measures queue lengths on
-    RabbitMQ only through the management plugin's HTTP API (``--broker_api``), so on a RabbitMQ
-    class broker the lesson runs on a private embedded Redis of the notebook's kernel, which its
-    worker process shares.
-    """
-    inherited = os.environ.get(REDIS_ENV)
-    if inherited and os.environ.get(PARENT_PID_ENV):  # a worker process the notebook started
-        return inherited
-    url = experiment_redis_url()
-    if url == start_broker().url:
-        os.environ.pop(REDIS_ENV, None)
-    else:
-        os.environ[REDIS_ENV] = url  # spawned workers inherit the kernel's environment
-    return url
-
-
-def _redis_conf() -> dict:
-    """Settings that move the app onto :func:`lesson_redis_url` when the kit's broker is not it."""
-    url = lesson_redis_url()
-    if url == start_broker().url:
-        return {}
-    given = json.loads(os.environ.get(APP_CONF_ENV) or "{}").get("broker_transport_options") or {}
-    return dict(broker_url=url, result_backend=url,
-                broker_transport_options={**DEMO_TRANSPORT_OPTIONS, **given})
-
-
-app = celerylab.create_app("l07_monitoring", **_redis_conf())
+# Section 5 counts a Redis queue's priority band lists, and Flower measures queue lengths on
+# RabbitMQ only through the management plugin's HTTP API (--broker_api): on a RabbitMQ class
+# broker the lesson runs on the kernel's private Redis (its worker processes share it).
+app = create_redis_app("l07_monitoring")
 
 #: Hostnames of the lesson's workers. The ``hostname`` label of celery-exporter's metrics is
 #: the part after ``@``: ``worker-a`` and ``worker-b``.

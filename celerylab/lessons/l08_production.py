@@ -7,7 +7,6 @@ often a task really ran, in which process, even when the process running it was 
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -19,45 +18,12 @@ from celery import signals
 from celery.exceptions import SoftTimeLimitExceeded
 
 import celerylab
-from celerylab.app import APP_CONF_ENV, DEMO_TRANSPORT_OPTIONS
-from celerylab.broker import experiment_redis_url, start_broker
-from celerylab.processes import PARENT_PID_ENV
+from celerylab.inspect_broker import create_redis_app
 
-#: Where a worker process spawned by the notebook finds the lesson's Redis when the kit's
-#: broker is RabbitMQ (the notebook's kernel sets it; ``spawn_worker`` passes it on).
-REDIS_ENV = "CELERYLAB_L08_REDIS_URL"
-
-
-def lesson_redis_url() -> str:
-    """The Redis this lesson runs on: the kit's broker when it is Redis.
-
-    The lesson shows the Redis transport at work (the ``unacked`` hash, the visibility timeout,
-    priority band lists) and keeps its notes in Redis, so on a RabbitMQ class broker it runs on
-    a private embedded Redis of the notebook's kernel, which its worker processes share.
-    """
-    inherited = os.environ.get(REDIS_ENV)
-    if inherited and os.environ.get(PARENT_PID_ENV):  # a worker process the notebook started
-        return inherited
-    url = experiment_redis_url()
-    if url == start_broker().url:
-        os.environ.pop(REDIS_ENV, None)
-    else:
-        os.environ[REDIS_ENV] = url  # spawned workers inherit the kernel's environment
-    return url
-
-
-def _redis_conf() -> dict:
-    """Settings that move the app onto :func:`lesson_redis_url` when the kit's broker is not it,
-    with the kit's demo transport options (refined by those a spawned worker was given)."""
-    url = lesson_redis_url()
-    if url == start_broker().url:
-        return {}
-    given = json.loads(os.environ.get(APP_CONF_ENV) or "{}").get("broker_transport_options") or {}
-    return dict(broker_url=url, result_backend=url,
-                broker_transport_options={**DEMO_TRANSPORT_OPTIONS, **given})
-
-
-app = celerylab.create_app("l08_production", **_redis_conf())
+# The lesson shows the Redis transport at work (the unacked hash, the visibility timeout,
+# priority band lists) and keeps its notes in Redis: on a RabbitMQ class broker it runs on
+# the kernel's private Redis (its worker processes share it).
+app = create_redis_app("l08_production")
 
 NOTES = "l08:notes:"
 CHARGES = "l08:charges:"
