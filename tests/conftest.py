@@ -65,16 +65,29 @@ def redis_server(redis_server_bin, tmp_path):
     proc.wait(10)
 
 
-@pytest.fixture(scope="session")
-def rabbitmq_url(tmp_path_factory):
-    """A real rabbitmq-server on loopback for the whole session (skips when not installed)."""
+def _started_rabbitmq(datadir: str):
     from celerylab.servers import RabbitMQServer, ServerMissingError
 
-    server = RabbitMQServer(datadir=str(tmp_path_factory.mktemp("rabbitmq")))
+    server = RabbitMQServer(datadir=datadir)
     try:
         server.start()
     except ServerMissingError as exc:
         pytest.skip(str(exc))
+    return server
+
+
+@pytest.fixture
+def rabbitmq_server(tmp_path):
+    """A real rabbitmq-server of this test's own (to restart, or to add vhosts to); skips when not installed."""
+    server = _started_rabbitmq(str(tmp_path / "rabbitmq"))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url(tmp_path_factory):
+    """A real rabbitmq-server on loopback for the whole session (skips when not installed)."""
+    server = _started_rabbitmq(str(tmp_path_factory.mktemp("rabbitmq")))
     yield server.url
     server.close()
 

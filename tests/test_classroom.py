@@ -15,7 +15,7 @@ import celerylab
 from celerylab import broker as kit_broker
 from celerylab.queues import queue_length
 from celerylab.errors import BrokerUnreachableError, CeleryLabError
-from celerylab.servers import RabbitMQServer, RedisServer, ServerMissingError
+from celerylab.servers import RedisServer
 
 pytestmark = pytest.mark.slow
 
@@ -101,27 +101,20 @@ def test_a_worker_on_another_machine_serves_only_its_learner(monkeypatch, tmp_pa
         assert l00_start  # the lesson module the worker served
 
 
-def test_two_learners_on_one_rabbitmq_each_in_a_vhost(monkeypatch, tmp_path, no_kit_broker):
-    server = RabbitMQServer(datadir=str(tmp_path))
-    try:
-        server.start()
-    except ServerMissingError as exc:
-        pytest.skip(str(exc))
-    try:
-        # a learner whose virtual host the instructor has not created yet: one clear line
-        monkeypatch.setenv("CELERYLAB_BROKER_URL", server.url)
-        monkeypatch.setenv("CELERYLAB_LEARNER", "carol")
-        with pytest.raises(BrokerUnreachableError, match="rabbitmqctl add_vhost carol"):
-            celerylab.start_broker()
-        for name in ("alice", "bob"):
-            server.ctl("add_vhost", name)
-            server.ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        alice, bob = two_learners_never_cross(monkeypatch, server.url)
-        assert alice.conf.broker_url.endswith("/alice") and bob.conf.broker_url.endswith("/bob")
-        queues = server.ctl("list_queues", "-p", "alice", "name", "messages")
-        assert "celery\t0" in queues
-    finally:
-        server.close()
+def test_two_learners_on_one_rabbitmq_each_in_a_vhost(monkeypatch, rabbitmq_server, no_kit_broker):
+    server = rabbitmq_server
+    # a learner whose virtual host the instructor has not created yet: one clear line
+    monkeypatch.setenv("CELERYLAB_BROKER_URL", server.url)
+    monkeypatch.setenv("CELERYLAB_LEARNER", "carol")
+    with pytest.raises(BrokerUnreachableError, match="rabbitmqctl add_vhost carol"):
+        celerylab.start_broker()
+    for name in ("alice", "bob"):
+        server.ctl("add_vhost", name)
+        server.ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    alice, bob = two_learners_never_cross(monkeypatch, server.url)
+    assert alice.conf.broker_url.endswith("/alice") and bob.conf.broker_url.endswith("/bob")
+    queues = server.ctl("list_queues", "-p", "alice", "name", "messages")
+    assert "celery\t0" in queues
 
 
 def test_a_bad_learner_name_is_one_clear_error(monkeypatch):

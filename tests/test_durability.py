@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from celerylab.durability import batch_through_restart
-from celerylab.servers import RabbitMQServer, RedisServer, ServerMissingError
+from celerylab.servers import RedisServer
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ def test_redis_without_persistence_loses_the_queued_tasks(redis_server_bin, tmp_
     assert got.done <= got.done_before + 4, got.line()
 
 
-def test_rabbitmq_keeps_durable_queues_and_with_confirms_survives_a_kill(tmp_path):
+def test_rabbitmq_keeps_durable_queues_and_with_confirms_survives_a_kill(rabbitmq_server):
     """Queued tasks (no worker): a clean restart keeps them; a kill right after publishing keeps
     them only when the publisher waited for confirms.
 
@@ -54,15 +54,7 @@ def test_rabbitmq_keeps_durable_queues_and_with_confirms_survives_a_kill(tmp_pat
     """
     from celerylab.durability import queued_through_restart
 
-    server = RabbitMQServer(datadir=str(tmp_path))
-    try:
-        server.start()
-    except ServerMissingError as exc:
-        pytest.skip(str(exc))
-    try:
-        restarted = queued_through_restart(server, "restarted", crash=False)
-        confirmed = queued_through_restart(server, "killed, confirms", crash=True, confirm_publish=True)
-    finally:
-        server.close()
+    restarted = queued_through_restart(rabbitmq_server, "restarted", crash=False)
+    confirmed = queued_through_restart(rabbitmq_server, "killed, confirms", crash=True, confirm_publish=True)
     assert (restarted.before, restarted.after) == (40, 40)
     assert (confirmed.before, confirmed.after) == (40, 40)
