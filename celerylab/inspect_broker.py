@@ -57,9 +57,16 @@ def redis_app_conf() -> dict:
 def create_redis_app(name: str, **conf):
     """:func:`celerylab.create_app` on :func:`redis_url`: the kit's broker when it is Redis, else the
     kernel's private Redis (with the demo transport options ``create_app`` gives any Redis)."""
-    from .app import create_app
+    import json
+    import os
 
-    return create_app(name, **{**redis_app_conf(), **conf})
+    from .app import APP_CONF_ENV, create_app
+
+    if "broker_url" in json.loads(os.environ.get(APP_CONF_ENV) or "{}"):
+        private = {}  # a worker process told which broker to use (spawn_worker(..., broker_url=...))
+    else:
+        private = redis_app_conf()
+    return create_app(name, **{**private, **conf})
 
 
 def redis_client(url: str | None = None):
