@@ -119,7 +119,8 @@ class RealServer:
             self._forget = None
 
     def crash(self) -> None:
-        """SIGKILL the server: no clean shutdown, as in a power cut or an OOM kill."""
+        """SIGKILL the server: no clean shutdown, as in an out-of-memory kill (not a power cut: the
+        operating system still holds what the server wrote)."""
         proc = self.proc
         if proc is not None:
             processes.kill_group(proc.pid, signal.SIGKILL, wait=5)
