@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -23,9 +24,62 @@ from .worker import ALL_POOLS, check_pool
 
 _counter = itertools.count(1)
 
+#: Settings that ``celery worker`` also takes as an option (checked against ``celery worker --help``).
+#: Any other setting goes after ``--`` as ``name=value``: the worker command passes those
+#: arguments to ``app.config_from_cmdline`` (celery/bin/worker.py).
+SETTING_OPTIONS = {
+    "worker_prefetch_multiplier": "--prefetch-multiplier",
+    "worker_max_tasks_per_child": "--max-tasks-per-child",
+    "worker_max_memory_per_child": "--max-memory-per-child",
+    "task_time_limit": "--time-limit",
+    "task_soft_time_limit": "--soft-time-limit",
+}
+
+
+def _config_arg(name: str, value) -> str:
+    """``name=value`` as ``celery worker -- ...`` parses it (``(json)`` for anything not a plain scalar)."""
+    if isinstance(value, bool):
+        return f"{name}={str(value).lower()}"
+    if isinstance(value, (int, float, str)):
+        return f"{name}={value}"
+    return f"{name}=(json){json.dumps(value, separators=(',', ':'))}"
+
+
+def worker_command(module: str, pool: str, concurrency: int, queues, hostname: str, loglevel: str,
+                   prefetch_multiplier: int | None = None, extra_args=(), conf=None) -> str:
+    """The ``celery worker`` command line that starts the same worker outside the kit."""
+    conf = dict(conf or {})
+    args = ["celery", "-A", module, "worker", f"--pool={pool}", f"--concurrency={concurrency}"]
+    if queues:
+        args.append("--queues=" + ",".join(queues))
+    args += [f"--hostname={hostname}", f"--loglevel={loglevel}", "--task-events",
+             "--without-mingle", "--without-gossip"]
+    if prefetch_multiplier is not None:
+        conf.pop("worker_prefetch_multiplier", None)
+        args.append(f"--prefetch-multiplier={prefetch_multiplier}")
+    for name, option in SETTING_OPTIONS.items():
+        if name in conf and conf[name] is not None:
+            args.append(f"{option}={conf.pop(name)}")
+    if conf.get("worker_disable_prefetch") is True:
+        conf.pop("worker_disable_prefetch")
+        args.append("--disable-prefetch")
+    args += list(extra_args)
+    if conf:
+        args.append("--")
+        args += [_config_arg(name, value) for name, value in conf.items()]
+    return shlex.join(args)
+
 
 class WorkerProcess:
-    """A worker subprocess in its own process group."""
+    """A worker subprocess in its own process group.
+
+    ``command`` is the equivalent ``celery -A <module> worker ...`` command line, to run outside
+    the kit: pool, concurrency, queues, hostname and log level as options, and the Celery settings
+    given to ``spawn_worker`` as options where ``celery worker`` has one (``--max-tasks-per-child``,
+    ``--time-limit``...), the others after ``--`` as ``name=value``. The broker URL is not in it:
+    the app module configures it (here from ``CELERYLAB_BROKER_URL``). ``cmd`` is the argv the kit
+    actually runs (the same, plus its log file).
+    """
 
     def __init__(self, module: str, pool: str = "prefork", concurrency: int = 2, queues=None,
                  hostname: str | None = None, loglevel: str = "INFO", prefetch_multiplier: int | None = None,
@@ -57,6 +111,8 @@ class WorkerProcess:
             cmd += ["--prefetch-multiplier", str(prefetch_multiplier)]
         cmd += list(extra_args)
         self.cmd = cmd
+        self.command = worker_command(module, pool, concurrency, self.queues, self.hostname, loglevel,
+                                      prefetch_multiplier, extra_args, conf)
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=open(self.logfile.with_suffix(".stderr"), "wb"),
                                      start_new_session=True)

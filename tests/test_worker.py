@@ -262,3 +262,69 @@ def test_a_worker_on_chosen_queues_does_not_narrow_later_workers(app, tasks):
         assert tasks.add.apply_async((1, 2), queue="reports").get(timeout=10) == 3
     with celerylab.run_worker(app):  # default queue again, as a fresh worker would
         assert tasks.add.delay(2, 2).get(timeout=10) == 4
+
+
+def test_command_is_the_equivalent_celery_worker_command_line():
+    from celerylab.spawn import worker_command
+
+    command = worker_command("celerylab.lessons.l00_start", "prefork", 2, ["a", "b"], "w1@%h", "INFO",
+                             prefetch_multiplier=1,
+                             conf=dict(task_acks_late=True, worker_max_tasks_per_child=2, task_time_limit=1.5,
+                                       broker_transport_options={"visibility_timeout": 3}))
+    assert command == ("celery -A celerylab.lessons.l00_start worker --pool=prefork --concurrency=2"
+                       " --queues=a,b --hostname=w1@%h --loglevel=INFO --task-events --without-mingle"
+                       " --without-gossip --prefetch-multiplier=1 --max-tasks-per-child=2 --time-limit=1.5"
+                       " -- task_acks_late=true 'broker_transport_options=(json){\"visibility_timeout\":3}'")
+    # No settings: nothing after "--"; no queues: no --queues (the worker consumes "celery").
+    plain = worker_command("m", "solo", 1, None, "w@%h", "WARNING")
+    assert "--" not in plain.split() and "--queues" not in plain
+
+
+def test_every_option_in_command_is_one_celery_worker_accepts():
+    from celerylab.spawn import SETTING_OPTIONS
+
+    out = subprocess.run([sys.executable, "-m", "celery", "worker", "--help"], capture_output=True, text=True,
+                         timeout=60).stdout
+    for option in [*SETTING_OPTIONS.values(), "--pool", "--concurrency", "--queues", "--hostname", "--loglevel",
+                   "--task-events", "--without-mingle", "--without-gossip", "--disable-prefetch"]:
+        assert option in out.split() or option + "," in out.split(), option
+
+
+@pytest.mark.slow
+def test_a_spawned_workers_command_starts_the_same_worker(app, tmp_path):
+    """Run ``w.command`` itself (no kit settings in the environment): it answers ping and has the settings."""
+    import shlex
+
+    from celerylab.app import APP_CONF_ENV
+
+    w = celerylab.spawn_worker("celerylab.lessons.l00_start", pool="prefork", concurrency=1, queues=["cmd"],
+                               hostname="cmd-check@%h", task_acks_late=True, worker_max_tasks_per_child=3,
+                               broker_transport_options={"visibility_timeout": 7})
+    w.kill()  # only its command line is used here
+    argv = shlex.split(w.command)
+    assert argv[:4] == ["celery", "-A", "celerylab.lessons.l00_start", "worker"]
+    env = celerylab.processes.child_env()
+    env.pop(APP_CONF_ENV, None)
+    env["CELERYLAB_BROKER_URL"], env["CELERYLAB_RESULT_BACKEND"] = app.conf.broker_url, app.conf.result_backend
+    log = open(tmp_path / "worker.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", *argv], env=env, stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        node = "cmd-check@" + os.uname().nodename
+        deadline = time.monotonic() + 30
+        replies = []
+        while not replies:
+            assert proc.poll() is None, (tmp_path / "worker.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the command's worker never answered ping"
+            replies = app.control.ping(destination=[node], timeout=1)
+        assert replies == [{node: {"ok": "pong"}}]
+        conf = app.control.inspect(destination=[node], timeout=5).conf()[node]
+        assert conf["task_acks_late"] is True
+        assert conf["broker_transport_options"]["visibility_timeout"] == 7
+        pool = app.control.inspect(destination=[node], timeout=5).stats()[node]["pool"]
+        assert pool["max-concurrency"] == 1 and "prefork" in pool["implementation"]
+        assert pool["max-tasks-per-child"] == 3  # an option of the worker, not in app.conf
+        assert [q["name"] for q in app.control.inspect(destination=[node], timeout=5).active_queues()[node]] == ["cmd"]
+    finally:
+        celerylab.processes.kill_group(proc.pid, signal.SIGKILL, wait=5)
+        proc.wait(10)
