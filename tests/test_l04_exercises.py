@@ -68,7 +68,10 @@ def test_q2_priorities(ns, capsys):
 def test_q3_ten_levels(ns, capsys):
     check(ex.q3, ns, transport_options={"priority_steps": list(range(10))})
     assert "Correct: q3:" in capsys.readouterr().out
-    fails(ex.q3, ns, r"\['priority 2', 'priority 1', 'priority 3'\]", transport_options={})
+    fails(ex.q3, ns, r"order \[2, 1, 0, 5, 4, 3, 8, 7, 6, 9\]", transport_options={})
+    # ten levels, not three: bands that split 0-3 only pass a check with priorities 1-3, not this one
+    fails(ex.q3, ns, r"order \[0, 1, 2, 5, 4, 3, 8, 7, 6, 9\]: each of the ten",
+          transport_options={"priority_steps": [0, 1, 2, 3, 6, 9]})
     fails(ex.q3, ns, "should be a dict", transport_options=["priority_steps"])
 
 

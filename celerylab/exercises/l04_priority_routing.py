@@ -126,11 +126,16 @@ class UrgentFirst(BehaviourCheck):
 
 
 class TenLevels(BehaviourCheck):
-    """``transport_options``: an app on which priorities 3, 2, 1 (sent in that order) run 1, 2, 3."""
+    """``transport_options``: an app on which priorities 9, 8, ..., 0 (sent in that order) run 0, 1, ..., 9.
+
+    All ten levels are tried: options that split only some of them (e.g. priority_steps
+    [0, 1, 2, 3, 6, 9]) leave two priorities in one band, first in, first out.
+    """
 
     name = "transport_options"
     timeout = 6.0
-    correct = "with these options priorities 1, 2 and 3 each get their own band and run in order."
+    correct = "with these options each priority 0 to 9 gets its own band: ten tasks ran in priority order."
+    sent = tuple(range(9, -1, -1))  #: priorities, in the order they are sent (least urgent first)
     hints = (
         "With the default bands [0, 3, 6, 9], priorities 1 and 2 land in band 0 together (first in, "
         "first out). Which transport option lists the bands?",
@@ -157,7 +162,7 @@ class TenLevels(BehaviourCheck):
             def job(label):
                 return label
 
-            ids = [job.apply_async((f"priority {p}",), priority=p).id for p in (3, 2, 1)]
+            ids = [job.apply_async((f"priority {p}",), priority=p).id for p in self.sent]
             order = _run_in_order(self, app, ids, tag, self.timeout)
         except ExerciseIncorrect:
             raise
@@ -166,8 +171,11 @@ class TenLevels(BehaviourCheck):
         finally:
             app.close()
             learner_app.set_current()
-        if order != ["priority 1", "priority 2", "priority 3"]:
-            raise ExerciseIncorrect(f"priorities 3, 2, 1 (sent in that order) ran in the order {order!r}")
+        want = [f"priority {p}" for p in sorted(self.sent)]
+        if order != want:
+            ran = [int(label.split()[-1]) if isinstance(label, str) else label for label in order]
+            raise ExerciseIncorrect(f"priorities 9, 8, ..., 0 (sent in that order) ran in the order {ran!r}: "
+                                    f"each of the ten priorities needs a band of its own")
 
 
 class NoHeadOfLine(BehaviourCheck):
