@@ -120,8 +120,25 @@ def test_q3_counts_charges(app, capsys):
             raise self.retry(exc=exc, countdown=0.1)
         return "paid"
 
+    charged = set()  # memory in this process only: a worker elsewhere does not see it
+
+    @app.task(bind=True, max_retries=3, name="t05.pay_in_memory", shared=False)
+    def pay_in_memory(self, order_id, amount):
+        if self.request.id not in charged:
+            charged.add(self.request.id)
+            ex.charge_card(order_id, amount)
+        try:
+            ex.send_receipt(order_id)
+        except TimeoutError as exc:
+            raise self.retry(exc=exc, countdown=0.1)
+        return "paid"
+
     ex.q3.check({"pay": pay_once})
     assert capsys.readouterr().out.startswith("Correct: q3:")
+    assert len(ex.charges()) == 3  # charges are counted across processes (in Redis)
+    # passes with a worker in this process; fails with the duplicate on a worker process
+    with pytest.raises(ExerciseIncorrect, match="second time to a worker process.*charged the card 2 times"):
+        ex.q3.check({"pay": pay_in_memory})
     with pytest.raises(ExerciseIncorrect, match="charged the card 2 times"):
         ex.q3.check({"pay": pay_naive})
     redis_client().delete("t05:charged-once-ever")

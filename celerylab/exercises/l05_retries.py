@@ -10,6 +10,7 @@ how many attempts, how far apart, how it ended (q1, q2), how many charges were m
 """
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections import Counter
@@ -18,6 +19,8 @@ from celerylab.grading import Attempts, BehaviourCheck, RetriesOn, Trial, bind
 from celerylab.grading.kinds import fmt_call
 from celerylab.grading.outcomes import ExerciseIncorrect, ____, describe, describe_exc  # noqa: F401
 from celerylab.store import redis_client
+
+from ._process import spawn_task_worker
 
 
 class _Flaky:
@@ -64,36 +67,29 @@ def quotes_api(symbol):
 
 
 # -- payments: a pretend card processor that records charges (q3) ----------------------------
-_charges: list = []
-_receipts: Counter = Counter()
-_pay_lock = threading.Lock()
+# Kept in Redis (the broker's, see celerylab.store), so a charge made by a worker process counts too.
+_CHARGES_KEY = "lab05:charges"
+_RECEIPTS_KEY = "lab05:receipts"
 
 
 def charge_card(order_id, amount) -> None:
     """Charge the customer's card for ``order_id`` (every call is a real charge)."""
-    with _pay_lock:
-        _charges.append((order_id, amount))
+    redis_client().rpush(_CHARGES_KEY, json.dumps([order_id, amount]))
 
 
 def send_receipt(order_id) -> None:
     """E-mail the receipt. The first call for each order times out (TimeoutError)."""
-    with _pay_lock:
-        _receipts[order_id] += 1
-        first = _receipts[order_id] == 1
-    if first:
+    if redis_client().hincrby(_RECEIPTS_KEY, str(order_id), 1) == 1:
         raise TimeoutError(f"mail server timed out (receipt for order {order_id})")
 
 
 def charges() -> list:
     """The charges made so far: ``[(order_id, amount), ...]``."""
-    with _pay_lock:
-        return list(_charges)
+    return [tuple(json.loads(raw)) for raw in redis_client().lrange(_CHARGES_KEY, 0, -1)]
 
 
 def _reset_payments() -> None:
-    with _pay_lock:
-        _charges.clear()
-        _receipts.clear()
+    redis_client().delete(_CHARGES_KEY, _RECEIPTS_KEY)
 
 
 class SyncInventory(RetriesOn):
@@ -204,43 +200,83 @@ class PayOnce(BehaviourCheck):
     """
 
     def _check(self, ns):
+        from celerylab.errors import WorkerStartError
+
         task = self.task_named(ns, self.task)
         _reset_payments()
         run = uuid.uuid4().hex[:8]
         a, b, c = f"A-{run}", f"B-{run}", f"C-{run}"
         twice = f"lab05-pay-{run}"
-        with Trial(self.timeout) as trial:
-            pubs = [self.send(trial, task, (a, 10.0))]
-            for _ in range(2):  # the same message twice, as a redelivery would
+        elsewhere = f"lab05-elsewhere-{run}"  # the queue only the worker process listens to
+        # "where every worker sees it": the duplicate message goes to a worker in a process of its
+        # own (as on another machine), which has its own memory; started now, it is ready by then
+        process = spawn_task_worker(task, ns, _PREAMBLE.format(main=task.app.main), _PROVIDED, "lab05_pay",
+                                    pool="solo", concurrency=1, queues=[elsewhere],
+                                    hostname=f"lab05-pay-{run}@%h", broker_url=task.app.conf.broker_url,
+                                    result_backend=task.app.conf.result_backend)
+        try:
+            with Trial(self.timeout) as trial:
+                pubs = [self.send(trial, task, (a, 10.0))]
                 got = self.run_learner(trial, "pay.apply_async(...)", task.apply_async, (b, 20.0), task_id=twice)
                 pubs.append(self.sent(trial, f"pay.apply_async(({b!r}, 20.0), task_id=...)", got))
-            pubs.append(self.send(trial, task, (c, 30.0)))
-            ids = [p.task_id for p in pubs]
-            trial.start_worker(task.app, {p.data["queue"] for p in pubs if p.data["queue"]} or {"celery"}, 4)
-            need = Counter(ids)
+                pubs.append(self.send(trial, task, (c, 30.0)))
+                ids = [p.task_id for p in pubs]
+                trial.start_worker(task.app, {p.data["queue"] for p in pubs if p.data["queue"]} or {"celery"}, 4)
 
-            def finished(rec) -> bool:
-                return all(len(rec.of(t, "succeeded")) + len(rec.of(t, "failed")) >= n for t, n in need.items())
+                def finished(rec) -> bool:
+                    return all(rec.of(t, "succeeded") or rec.of(t, "failed") for t in ids)
 
-            trial.recorder.wait(finished, self.timeout)
-            calls = {ids[0]: (a, 10.0), twice: (b, 20.0), ids[-1]: (c, 30.0)}
-            for t, args in calls.items():
-                for failed in trial.recorder.of(t, "failed"):
-                    raise self.failed(fmt_call(self.task, args), failed.data.get("exc"))
-            if not finished(trial.recorder):
-                raise ExerciseIncorrect(f"pay did not finish within {self.timeout:g} s: does it retry forever?")
+                trial.recorder.wait(finished, self.timeout)
+                calls = {ids[0]: (a, 10.0), twice: (b, 20.0), ids[-1]: (c, 30.0)}
+                for t, args in calls.items():
+                    for failed in trial.recorder.of(t, "failed"):
+                        raise self.failed(fmt_call(self.task, args), failed.data.get("exc"))
+                if not finished(trial.recorder):
+                    raise ExerciseIncorrect(f"pay did not finish within {self.timeout:g} s: does it retry forever?")
+            made = Counter(order for order, _ in charges())
+            if made[a] == 0 or made[c] == 0:
+                missing = a if made[a] == 0 else c
+                raise ExerciseIncorrect(f"pay({missing!r}, ...) never charged the card: the first run of each "
+                                        f"task must charge")
+            if made[a] > 1:
+                raise ExerciseIncorrect(f"pay({a!r}, 10.0) charged the card {made[a]} times: the retry after the "
+                                        f"receipt timeout charged again")
+            if made[b] == 0:
+                raise ExerciseIncorrect(f"pay({b!r}, 20.0) never charged the card")
+            try:
+                process.wait_ready(timeout=30)
+            except WorkerStartError as exc:
+                raise ExerciseIncorrect(f"a worker process could not load your pay task (it gets the cell's code "
+                                        f"and the notebook names pay uses): {str(exc).splitlines()[-1]}") from None
+            task.app.backend.forget(twice)
+            again = task.apply_async((b, 20.0), task_id=twice, queue=elsewhere)
+            try:
+                again.get(timeout=self.timeout, propagate=False)
+            except Exception:  # noqa: BLE001 - a timeout, reported below
+                raise ExerciseIncorrect(f"the worker process did not finish the repeated message within "
+                                        f"{self.timeout:g} s") from None
+            if again.state == "FAILURE":
+                raise ExerciseIncorrect(f"the same message delivered again, to a worker process, failed there with "
+                                        f"{describe_exc(again.result)}: pay should run anywhere, with what the "
+                                        f"setup cell imports")
+        finally:
+            process.terminate(timeout=10)
         made = Counter(order for order, _ in charges())
-        if made[a] == 0 or made[c] == 0:
-            missing = a if made[a] == 0 else c
-            raise ExerciseIncorrect(f"pay({missing!r}, ...) never charged the card: the first run of each "
-                                    f"task must charge")
-        if made[a] > 1:
-            raise ExerciseIncorrect(f"pay({a!r}, 10.0) charged the card {made[a]} times: the retry after the "
-                                    f"receipt timeout charged again")
         if made[b] > 1:
-            raise ExerciseIncorrect(f"the same task message delivered twice charged the card {made[b]} times")
-        if made[b] == 0:
-            raise ExerciseIncorrect(f"pay({b!r}, 20.0) never charged the card")
+            raise ExerciseIncorrect(f"the same task message delivered twice, the second time to a worker process "
+                                    f"of its own, charged the card {made[b]} times: keep the memory of which task "
+                                    f"ids have charged where every worker sees it (Redis), not in this kernel")
+
+
+_PREAMBLE = """\
+# written by lab 05's check: the learner's pay task, for a worker process
+import celerylab
+from celerylab.exercises.l05_retries import *
+
+app = celerylab.create_app({main!r})
+"""
+_PROVIDED = {"celerylab", "app", "inventory_api", "quotes_api", "charge_card", "send_receipt", "charges",
+             "redis_client", "q1", "q2", "q3", "____"}
 
 
 __all__ = ["____", "inventory_api", "quotes_api", "charge_card", "send_receipt", "charges",
