@@ -1,4 +1,7 @@
-"""``python -m celerylab.quiz cheatsheet [--check]``: write (or verify) docs/cheatsheet.md."""
+"""``python -m celerylab.quiz cheatsheet [--check]``: write (or verify) docs/cheatsheet.md.
+
+``python -m celerylab.quiz evidence``: list the questions whose evidence (tagged cell or test) is missing.
+"""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +15,14 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sheet = sub.add_parser("cheatsheet", help="generate docs/cheatsheet.md from the question bank")
     sheet.add_argument("--check", action="store_true", help="exit 1 if the committed cheat sheet is stale")
+    sub.add_parser("evidence", help="list quiz questions whose evidence cell or test is missing (exit 1 if any)")
     args = parser.parse_args(argv)
+    if args.command == "evidence":
+        from . import evidence
+
+        found = evidence.problems()
+        print(evidence.report(found))
+        return 1 if found else 0
     if args.check:
         if cheatsheet.is_current():
             print("docs/cheatsheet.md is up to date")

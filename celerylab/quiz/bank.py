@@ -25,13 +25,15 @@ LESSONS = {
     "06": "06_dead_letter.ipynb",
     "07": "07_monitoring.ipynb",
     "08": "08_production.ipynb",
+    "08a": "08a_workers.ipynb",
     "08b": "08b_durability.ipynb",
 }
 
 TITLES = {
     "00": "Start here", "01": "Architecture and task flow", "02": "Serialization and registration",
     "03": "Scheduling", "04": "Priority and routing", "05": "Retries and backoff",
-    "06": "Dead-letter queues", "07": "Monitoring and alerting", "08": "Production", "08b": "Durability",
+    "06": "Dead-letter queues", "07": "Monitoring and alerting", "08": "Production",
+    "08a": "Workers", "08b": "Durability",
 }
 
 
@@ -51,6 +53,9 @@ class Question:
     solution: str = ""           #: code: an answer that passes
     checker: Callable | None = field(default=None, compare=False)
     cheat: str = ""              #: one line for the cheat sheet (default: from the explanation)
+    #: where the answer is proved: "" = the cell tagged `evidence:<id>` in the lesson notebook, or
+    #: "notebooks/NN_x.ipynb::evidence:<tag>", or "tests/test_claims.py::test_x" (see quiz/evidence.py)
+    evidence: str = ""
 
     @property
     def notebook(self) -> str:
@@ -77,24 +82,32 @@ class Question:
             return "Fact" if self.answer else "Myth"
         return self.solution.strip()
 
+    @property
+    def proof(self):
+        """The resolved :class:`~celerylab.quiz.evidence.Evidence` (a tagged cell or a test)."""
+        from .evidence import resolve
 
-def choice(id, lesson, section, prompt, choices, answer, explanation, round="lessons", cheat=""):
+        return resolve(self)
+
+
+def choice(id, lesson, section, prompt, choices, answer, explanation, round="lessons", cheat="", evidence=""):
     # Move the right answer to a position fixed by the id, so it is not always the same letter.
     choices = list(choices)
     right = choices.pop(answer)
     answer = zlib.crc32(id.encode()) % (len(choices) + 1)
     choices.insert(answer, right)
-    return Question(id, lesson, section, "choice", prompt, explanation, answer, tuple(choices), round, cheat=cheat)
+    return Question(id, lesson, section, "choice", prompt, explanation, answer, tuple(choices), round, cheat=cheat,
+                    evidence=evidence)
 
 
-def myth(id, lesson, section, claim, fact, explanation, cheat=""):
+def myth(id, lesson, section, claim, fact, explanation, cheat="", evidence=""):
     return Question(id, lesson, section, "myth", f"Myth or fact? “{claim}”", explanation, fact,
-                    ("Myth", "Fact"), "myths", claim=claim, cheat=cheat)
+                    ("Myth", "Fact"), "myths", claim=claim, cheat=cheat, evidence=evidence)
 
 
-def code(id, lesson, section, prompt, stub, solution, checker, explanation, cheat=""):
+def code(id, lesson, section, prompt, stub, solution, checker, explanation, cheat="", evidence=""):
     return Question(id, lesson, section, "code", prompt, explanation, None, (), "lessons", stub=stub,
-                    solution=solution, checker=checker, cheat=cheat)
+                    solution=solution, checker=checker, cheat=cheat, evidence=evidence)
 
 
 # ---------------------------------------------------------------------------------------
@@ -111,7 +124,8 @@ def _check_eta(ns):
     if not isinstance(eta, datetime):
         raise AssertionError(f"`eta` is {type(eta).__name__}, not a datetime")
     if eta.tzinfo is None or eta.utcoffset() is None:
-        raise AssertionError("`eta` is naive (no time zone): Celery reads it in its own time zone; "
+        raise AssertionError("`eta` is naive (no time zone): Celery reads a naive eta as UTC, so a local "
+                             "datetime.now() is off by your UTC offset, and utcnow() is deprecated; "
                              "use datetime.now(timezone.utc)")
     delta = (eta - datetime.now(timezone.utc)).total_seconds()
     if not 8 <= delta <= 11:
@@ -181,7 +195,7 @@ def _check_settings_no_loss(ns):
         raise AssertionError("`conf` should be a dict of Celery settings")
     if conf.get("task_acks_late") is not True:
         raise AssertionError("a killed worker still loses the task: the ack comes before the task runs")
-    if conf.get("task_reject_on_worker_lost") is not True:
+    if conf.get("task_reject_on_worker_lost") is not True and conf.get("task_retry_on_worker_lost") is not True:
         raise AssertionError("a killed pool process still loses the task: its message is acked anyway")
 
 
@@ -247,6 +261,12 @@ def _check_soft_limit(ns):
 # ---------------------------------------------------------------------------------------
 # The questions
 # ---------------------------------------------------------------------------------------
+#: the one idempotency rule every lesson, question and cheat line teaches
+IDEMPOTENCY_RULE = ("Deduplicate by a key derived from the business operation (e.g. order id + action). "
+                    "The task id stays the same across retries and redeliveries of one message, so it "
+                    "catches those, but a second apply_async of the same operation (a client retry, a "
+                    "double click, two beats) gets a new id and slips through.")
+
 S08B = {
     "concept": "1. Concept: where a queued task lives",
     "redis": "2. Live demo: Redis killed, with and without the append-only file",
@@ -262,16 +282,20 @@ S08 = {
     "reject": "1a. Kill only the pool process",
     "poison": "Gotcha: the poison message",
     "vt": "2. The visibility timeout runs long tasks twice",
-    "pools": "3. Concurrency pools, measured",
-    "limits": "4. Time limits",
+    "durable": "3. Broker durability",
+    "lost": "4. How does Celery make sure a task is not lost?",
+}
+
+#: lesson 08a (split from 08): the question ids keep their l08- prefix
+S08A = {
+    "pools": "1. Concurrency pools, measured",
+    "limits": "2. Time limits",
     "threads_limits": "Gotcha: the threads pool ignores time limits",
-    "prefetch": "5. Prefetching",
-    "recycle": "6. Recycling pool processes: `worker_max_tasks_per_child`",
-    "shutdown": "7. Warm and cold shutdown",
-    "ignore": "8. `ignore_result` for throughput",
-    "durable": "9. Broker durability",
-    "lost": "10. How does Celery make sure a task is not lost?",
-    "blocked": "11. What to do when a worker is blocked",
+    "prefetch": "3. Prefetching",
+    "recycle": "4. Recycling pool processes: `worker_max_tasks_per_child`",
+    "shutdown": "5. Warm and cold shutdown",
+    "ignore": "6. `ignore_result` for throughput",
+    "blocked": "7. What to do when a worker is blocked",
 }
 
 QUESTIONS: list[Question] = [
@@ -283,9 +307,10 @@ QUESTIONS: list[Question] = [
             "and idempotent tasks",
             "task_publish_retry=True",
             "A dead-letter queue"], 1,
-           "By default the worker acks a message just before the task runs, so kill -9 mid-task loses it. "
-           "Late acks keep it until the task is done; it comes back after the visibility timeout, so the "
-           "task may run twice and must be idempotent. Publish retries protect sending; a DLQ keeps failures.",
+           "By default the worker acks a message when the pool accepts it, just before the task runs, so "
+           "kill -9 mid-task loses it. Late acks keep it until the task is done; it comes back (on Redis after "
+           "the visibility timeout), so the task may run twice and must be idempotent. Publish retries "
+           "protect sending; a DLQ keeps failures.",
            round="faq"),
     choice("faq-failure", "05", "3. Automatic retries and exponential backoff",
            "A task calls a flaky API. What is the production answer to “the task failed”?",
@@ -302,15 +327,15 @@ QUESTIONS: list[Question] = [
            "kombu keeps one list per priority band and moves prefetched messages into `unacked`. Count "
            "every band, and watch unacked too; celery-exporter's queue length does the bands.",
            round="faq"),
-    choice("faq-blocked", "08", S08["blocked"],
+    choice("faq-blocked", "08a", S08A["blocked"],
            "A worker stops taking tasks: every pool slot is stuck in a call to a slow partner API. Which "
            "fix actually helps?",
            ["Switch to the gevent pool for CPU-bound tasks", "Timeouts on the calls, a soft/hard time "
             "limit on the task, and the IO-bound tasks on their own queue and workers",
             "Raise worker_prefetch_multiplier", "Turn on task_track_started"], 1,
-           "A network call without a timeout can hang for ever; time limits free the slot (prefork only); "
-           "separate queues keep the slow work from starving the rest. gevent helps IO-bound work, never "
-           "CPU-bound work.",
+           "A network call without a timeout can hang for ever; time limits free the slot (prefork enforces "
+           "both limits, gevent only the hard one, threads neither); separate queues keep the slow work from "
+           "starving the rest. gevent helps IO-bound work, never CPU-bound work.",
            round="faq"),
     code("faq-backlog-code", "07", "5. Gotcha: `LLEN` under-counts your backlog",
          "Write `backlog(r, queue)`: the number of messages waiting in a Redis queue, all priority bands "
@@ -355,7 +380,8 @@ QUESTIONS: list[Question] = [
            "Why do your tasks never show STARTED?",
            ["They are too fast", "STARTED is only reported with task_track_started=True",
             "Redis does not support it", "Only beat sets it"], 1,
-           "Celery does not store STARTED unless task_track_started is on (the seed lists it without saying so)."),
+           "Celery does not store STARTED unless task_track_started is on (the seed says so too); by default "
+           "a task goes from PENDING straight to SUCCESS or FAILURE."),
     choice("l01-get-in-task", "01", "A task must not wait for another task's result",
            "A task calls `other.delay().get()`. What happens?",
            ["It works", "Celery raises RuntimeError: waiting inside a task can deadlock the pool",
@@ -371,7 +397,8 @@ QUESTIONS: list[Question] = [
     choice("l02-json-types", "02", "2. What JSON carries, through a real worker",
            "A task returns a tuple `(1, 2)` with the JSON serializer. What does `get()` give you?",
            ["(1, 2)", "[1, 2]: JSON has lists, not tuples", "An error", "'(1, 2)'"], 1,
-           "JSON round trips change types: tuples become lists, datetimes strings, sets fail."),
+           "JSON round trips change types: tuples become lists and sets fail. kombu 5.7's JSON keeps "
+           "datetimes, UUIDs and Decimals (it tags them in the message), so those come back as they were."),
     choice("l02-bind", "02", "8. Gotcha: the seed's logging example",
            "The seed's logging example reads `self.request.id` in a task declared with plain `@app.task`. "
            "What is wrong?",
@@ -390,8 +417,9 @@ QUESTIONS: list[Question] = [
          "from datetime import datetime, timedelta, timezone\neta = ...",
          "from datetime import datetime, timedelta, timezone\neta = datetime.now(timezone.utc) + timedelta(seconds=10)",
          _check_eta,
-         "datetime.utcnow() is deprecated and naive; Celery would read it in its own timezone. "
-         "Use datetime.now(timezone.utc), or simply countdown=10."),
+         "Celery reads a naive eta as UTC, whatever the app's timezone: datetime.utcnow() works but is "
+         "deprecated, and a naive local datetime.now() is off by your UTC offset. Use "
+         "datetime.now(timezone.utc), or simply countdown=10."),
     code("l03-beat", "03", "4. Periodic tasks: beat",
          "Write `beat_schedule` with one entry that runs the task `reports.daily` every day at 02:00.",
          "from celery.schedules import crontab\nbeat_schedule = {}",
@@ -443,6 +471,13 @@ QUESTIONS: list[Question] = [
            ["Nothing to do", "Declare the queue with x-max-priority; then a higher number runs first",
             "Use Streams", "Set priority_steps"], 1,
            "RabbitMQ priorities need x-max-priority on the queue and go the other way round from Redis."),
+    choice("l04-redis-priority-10", "04", "2. Priority on Redis: bands, and 0 comes first",
+           "The seed sends `apply_async(priority=10)` to mean “most urgent”. On Redis with the default "
+           "settings, where does that message go?",
+           ["Ahead of everything else", "Into band 9, the one taken last: kombu clamps 10 to 9, and on Redis "
+            "0 comes first", "It is rejected: priorities stop at 9", "Into band 0, like a message without priority"], 1,
+           "The opposite of what the seed meant. On Redis send urgent work with priority=0 (or give it its "
+           "own queue and workers); 10 only means “high” on RabbitMQ with x-max-priority."),
 
     # ----- 05 -------------------------------------------------------------------------
     choice("l05-max-retries", "05", "2. `max_retries` counts retries, not runs",
@@ -468,13 +503,14 @@ QUESTIONS: list[Question] = [
          "def charge_once(store, order_id, charge):\n    if store.set(f'charged:{order_id}', 1, nx=True):\n"
          "        charge()",
          _check_charge_once,
-         "Claim an idempotency key derived from the business operation (SET NX on Redis) before the side "
-         "effect; a retry or a redelivery then finds it taken."),
+         "Claim the key (SET NX on Redis) before the side effect. " + IDEMPOTENCY_RULE),
     choice("l05-publish-retry", "05", "`task_publish_retry` is a different thing, and already on",
            "What does task_publish_retry do, and what is its default?",
            ["Retries failed tasks; off", "Retries *sending* a message when the broker connection fails; "
-            "already on (3 retries, 0.2 s apart)", "Retries results; on", "Nothing on Redis"], 1,
-           "It is about publishing, not executing, and you do not need to turn it on."),
+            "already on (up to 3 retries, waits 0, 0.2, 0.4 s, at most 1 s)", "Retries results; on",
+            "Nothing on Redis"], 1,
+           "It is about publishing, not executing, and you do not need to turn it on.",
+           evidence="tests/test_claims.py::test_task_publish_retry_is_on_by_default_with_its_policy"),
 
     # ----- 06 -------------------------------------------------------------------------
     choice("l06-redis-dlx", "06", "2. On Redis, nothing is dead-lettered",
@@ -486,8 +522,10 @@ QUESTIONS: list[Question] = [
     choice("l06-rabbit-acked", "06", "3. On RabbitMQ: only *rejected* messages are dead-lettered",
            "On RabbitMQ with a dead-letter exchange, a task raises. Does its message reach the DLQ?",
            ["Yes, always", "No: a failed task is still acked. It needs acks_late plus Reject(requeue=False) "
-            "or task_acks_on_failure_or_timeout=False", "Only with retries", "Only with priority"], 1,
-           "Only a rejected (or expired) message is dead-lettered; Celery acks failures by default."),
+            "or task_acks_on_failure=False", "Only with retries", "Only with priority"], 1,
+           "Only a rejected (or expired) message is dead-lettered; Celery acks failures by default. "
+           "task_acks_on_failure (and task_acks_on_timeout) replace task_acks_on_failure_or_timeout, which "
+           "Celery 5.7 marks deprecated."),
     choice("l06-what-for", "06", "1. What a dead-letter queue is for",
            "What is a dead-letter queue for?",
            ["To retry tasks faster", "To keep the tasks that failed for good, so a human or a repair job "
@@ -504,7 +542,16 @@ QUESTIONS: list[Question] = [
            "celery-exporter shows no task metrics at all. What is missing?",
            ["A result backend", "Worker events: start workers with -E (worker_send_task_events); "
             "task-sent needs task_send_sent_event", "Beat", "acks_late"], 1,
-           "Monitoring tools read the event stream; workers do not send events unless told to."),
+           "Monitoring tools read the event stream; workers do not send task events unless told to. Flower "
+           "is the exception: it broadcasts enable_events to the workers itself every few seconds."),
+    choice("l07-flower-events", "07", "3. Flower: a dashboard and a REST API over the events",
+           "Workers run without -E (worker_send_task_events off). You start Flower. What does it show?",
+           ["Only worker heartbeats", "Task events as well: Flower broadcasts enable_events to the workers "
+            "itself, every few seconds; only task-sent needs task_send_sent_event in the app",
+            "Nothing until the workers restart with -E", "Only tasks sent after Flower started, and only their results"], 1,
+           "Flower's enable_events option defaults to on and re-sends the control command periodically. "
+           "Exporters and your own event receivers do not: they need -E.",
+           evidence="tests/test_claims.py::test_flower_turns_on_task_events_itself"),
     choice("l07-alert", "07", "6. Alert rules, firing and resolving",
            "Which alert catches a backlog that only grows?",
            ["Failure rate > 5 %", "Queue length above a threshold for several minutes (e.g. > 100 for 20 min)",
@@ -514,52 +561,59 @@ QUESTIONS: list[Question] = [
     # ----- 08 -------------------------------------------------------------------------
     choice("l08-default-ack", "08", S08["group"],
            "Default settings, prefork worker. You kill -9 the worker while it runs a task. The task is...",
-           ["Run again by the next worker", "Lost: the message was acknowledged when the task started",
+           ["Run again by the next worker", "Lost: the message was acknowledged when the pool accepted the "
+            "task, just before it ran",
             "Retried with backoff", "Moved to a dead-letter queue"], 1,
-           "task_acks_late defaults to False: the ack happens before the task runs."),
+           "task_acks_late defaults to False: the ack happens when the pool accepts the task, just before "
+           "it runs (not when the worker receives or prefetches the message)."),
     choice("l08-child-kill", "08", S08["child"],
            "task_acks_late=True only. The pool process running a task is killed (out of memory). What happens?",
            ["The task is redelivered", "It fails with WorkerLostError and the message is acked anyway",
             "The worker exits", "It retries after the visibility timeout"], 1,
-           "Only task_reject_on_worker_lost=True makes the worker requeue when a pool process dies."),
+           "task_reject_on_worker_lost=True makes the worker requeue it when a pool process dies; Celery "
+           "5.7's task_retry_on_worker_lost=True re-sends it as a retry instead."),
     choice("l08-poison", "08", S08["poison"],
-           "acks_late and reject_on_worker_lost are on. A task segfaults on one input. What happens?",
+           "acks_late and reject_on_worker_lost are on (retry_on_worker_lost is not). A task segfaults on one "
+           "input. What happens?",
            ["It fails once", "It is requeued and kills a pool process again, for ever (a poison message)",
-            "Celery stops after max_retries", "The input is skipped"], 1,
-           "Nothing counts these redeliveries. Revoke it, or keep reject_on_worker_lost off for such tasks."),
+            "It is skipped after max_retries", "The input is skipped"], 1,
+           "reject_on_worker_lost requeues without counting. Celery 5.7's task_retry_on_worker_lost=True "
+           "re-sends it as a retry instead, so max_retries ends the loop; or revoke the task."),
     choice("l08-vt-dup", "08", S08["vt"],
            "With acks_late on Redis, a task runs longer than the visibility timeout. What happens?",
            ["Nothing", "Another worker gets the message too: the task runs twice", "It is killed",
             "It is marked FAILURE"], 1,
            "Redis redelivers any message unacked for longer than the timeout, crashed worker or not."),
-    choice("l08-soft", "08", S08["limits"],
+    choice("l08-soft", "08a", S08A["limits"],
            "What does a soft time limit do that a hard one does not?",
            ["Nothing", "Raises SoftTimeLimitExceeded inside the task, which can clean up and return; the hard "
             "limit kills the pool process", "Retries the task", "Works on the threads pool"], 1,
-           "Set the soft limit below the hard one; both need the prefork pool."),
-    choice("l08-threads-limits", "08", S08["threads_limits"],
+           "Set the soft limit below the hard one. The prefork pool enforces both; gevent only the hard "
+           "one; the threads pool neither."),
+    choice("l08-threads-limits", "08a", S08A["threads_limits"],
            "You set time_limit=30 and run the worker with -P threads. A task hangs. What happens after 30 s?",
            ["It is killed", "Nothing: the threads pool ignores time limits", "The worker restarts",
             "SoftTimeLimitExceeded"], 1,
-           "Time limits are enforced by the prefork pool; a thread cannot be interrupted from outside."),
-    choice("l08-prefetch", "08", S08["prefetch"],
+           "Time limits are enforced by the prefork pool (gevent: the hard one only); a thread cannot be "
+           "interrupted from outside."),
+    choice("l08-prefetch", "08a", S08A["prefetch"],
            "Long and short tasks share a queue; short ones wait behind long ones although another worker is "
            "idle. The fix?",
            ["Raise the prefetch multiplier", "worker_prefetch_multiplier=1 with acks_late (or separate queues)",
             "Use gevent", "task_track_started"], 1,
            "A busy worker reserves concurrency x multiplier messages; multiplier 1 plus late acks reserves "
            "nothing beyond the running task."),
-    choice("l08-max-tasks", "08", S08["recycle"],
+    choice("l08-max-tasks", "08a", S08A["recycle"],
            "A task leaks memory. Which setting contains it?",
            ["worker_prefetch_multiplier", "worker_max_tasks_per_child (or worker_max_memory_per_child)",
             "task_acks_late", "result_expires"], 1,
            "The prefork pool replaces a process after N tasks (or above a memory size)."),
-    choice("l08-shutdown", "08", S08["shutdown"],
+    choice("l08-shutdown", "08a", S08A["shutdown"],
            "Kubernetes sends SIGTERM to a Celery worker during a deploy. What does the worker do?",
            ["Dies at once", "Warm shutdown: stops taking tasks, finishes the running ones, exits",
             "Requeues everything", "Ignores it"], 1,
            "Give the pod a grace period longer than your longest task; SIGQUIT (or a second signal) is cold."),
-    choice("l08-ignore-result", "08", S08["ignore"],
+    choice("l08-ignore-result", "08a", S08A["ignore"],
            "Nobody reads the return values of a high-volume task. What should you set?",
            ["task_track_started=True", "ignore_result=True (or task_ignore_result=True)",
             "result_expires=0", "acks_late"], 1,
@@ -570,8 +624,9 @@ QUESTIONS: list[Question] = [
          "conf = {'task_acks_late': True, 'task_reject_on_worker_lost': True}",
          _check_settings_no_loss,
          "Late acks keep the message until the task is done; reject_on_worker_lost requeues it when the "
-         "pool process dies. Make the task idempotent: it may run twice."),
-    code("l08-soft-code", "08", S08["limits"],
+         "pool process dies (or, Celery 5.7, retry_on_worker_lost re-sends it as a counted retry). Make the "
+         "task idempotent: it may run twice."),
+    code("l08-soft-code", "08a", S08A["limits"],
          "Write `make_task(app)`: it defines and returns a task with a 10 s soft time limit whose body "
          "calls `time.sleep(60)` and, when the soft limit hits, returns 'partial'.",
          "import time\nfrom celery.exceptions import SoftTimeLimitExceeded\n\ndef make_task(app):\n    ...",
@@ -587,14 +642,26 @@ QUESTIONS: list[Question] = [
             "Only with result_backend"], 1,
            "Late acks protect against a dying worker, not a dying broker."),
 
+    choice("l08-stock-redis", "08", S08["durable"],
+           "You start redis-server with no configuration file. Which persistence is on?",
+           ["None: everything lives in memory", "RDB snapshots (save 3600 1 300 100 60 10000), no AOF: a crash "
+            "loses whatever came after the last snapshot", "AOF, fsync every second", "Both RDB and AOF"], 1,
+           "Snapshots are on by default, the append-only file is not. For queued tasks that must survive a "
+           "crash, turn on appendonly yes (lesson 08b).",
+           cheat="A stock redis-server snapshots (RDB `save 3600 1 300 100 60 10000`) with AOF off: a crash "
+                 "loses what came after the last snapshot."),
+
     # ----- myth or fact: the seed article's claims --------------------------------------
     choice("l08b-aof", "08b", S08B["redis"],
            "Redis runs without the append-only file, and no snapshot was taken since 40 tasks were queued. "
            "Redis is killed and restarted. How many of the 40 are still queued?",
            ["All 40", "None: the queue lived only in memory", "Those older than one second",
             "All 40, because the workers send them back"], 1,
-           "Turn on appendonly yes (AOF): every write is logged before Redis answers (fsync always or everysec).",
-           cheat="Redis keeps queued tasks through a crash only with AOF (`appendonly yes`)."),
+           "Turn on appendonly yes (AOF): every write is logged before Redis answers (fsync always or everysec). "
+           "A stock redis-server has AOF off but RDB snapshots on (save 3600 1 300 100 60 10000): a crash "
+           "loses whatever was queued after the last snapshot.",
+           cheat="Redis keeps queued tasks through a crash only with AOF (`appendonly yes`); the stock "
+                 "RDB snapshots lose what came after the last one."),
     choice("l08b-confirms", "08b", S08B["rabbit"],
            "Celery on RabbitMQ (durable queue, persistent messages). The broker is killed right after your app "
            "published 40 tasks. Which setting makes sure the app only counts as sent what RabbitMQ has stored?",
@@ -619,11 +686,12 @@ QUESTIONS: list[Question] = [
     myth("myth-streams", "04", "2. Priority on Redis: bands, and 0 comes first",
          "Redis 6.2+ supports priority consumption through Streams.", False,
          "kombu has no Streams transport; the Redis transport uses lists and emulates priority with one list "
-         "per band."),
+         "per band.",
+         evidence="tests/test_claims.py::test_kombu_redis_transport_uses_lists_and_bands_not_streams"),
     myth("myth-higher-number", "04", "2. Priority on Redis: bands, and 0 comes first",
          "A higher number means a higher priority (on Redis too).", False,
          "True on RabbitMQ (with x-max-priority); on Redis 0 is the highest priority."),
-    myth("myth-coroutines-cpu", "08", S08["pools"],
+    myth("myth-coroutines-cpu", "08a", S08A["pools"],
          "For CPU-bound tasks use processes (the default) or coroutines (eventlet/gevent).", False,
          "Coroutines switch only when waiting on IO: CPU-bound tasks run one at a time on one core. Use prefork."),
     myth("myth-zerok", "07", "4. Prometheus metrics, live",
@@ -632,24 +700,40 @@ QUESTIONS: list[Question] = [
     myth("myth-utcnow", "03", "2. Gotcha: naive datetimes (the seed article's `datetime.utcnow()`)",
          "Schedule with `eta=datetime.utcnow() + timedelta(minutes=10)`.", False,
          "utcnow() is deprecated and returns a naive datetime; use datetime.now(timezone.utc) or countdown."),
-    myth("myth-warm", "08", S08["shutdown"],
+    myth("myth-warm", "08a", S08A["shutdown"],
          "On SIGTERM a worker finishes its current tasks before exiting (the default).", True,
          "Warm shutdown is the default on SIGTERM. SIGQUIT or a second signal is a cold shutdown."),
     myth("myth-publish-retry", "05", "`task_publish_retry` is a different thing, and already on",
          "To make sure tasks are not lost, turn on task_publish_retry.", False,
-         "It is already on by default (3 retries, 0.2 s apart, at most 1 s), and it only covers sending."),
-    myth("myth-ignore-result", "08", S08["ignore"],
+         "It is already on by default (up to 3 retries, waits growing by 0.2 s, at most 1 s), and it only "
+         "covers sending.",
+         evidence="tests/test_claims.py::test_task_publish_retry_is_on_by_default_with_its_policy"),
+    myth("myth-ignore-result", "08a", S08A["ignore"],
          "If you don't need results, task_ignore_result=True improves performance.", True,
          "No backend write per task: less work for the worker and the backend."),
     myth("myth-llen", "07", "5. Gotcha: `LLEN` under-counts your backlog",
          "`LLEN queue_name` on Redis tells you how many tasks are waiting.", False,
          "It misses the priority-band lists and the prefetched (unacked) messages."),
     myth("myth-started", "01", "3. Every state a task reports",
-         "STARTED appears once a worker starts the task.", False,
-         "Only with task_track_started=True; by default a task goes from PENDING straight to SUCCESS/FAILURE."),
+         "STARTED: the task has started running (needs task_track_started=True).", True,
+         "Right: without task_track_started a task goes from PENDING straight to SUCCESS/FAILURE."),
     myth("myth-dlx-redis", "06", "2. On Redis, nothing is dead-lettered",
          "Route failed tasks to a dead-letter queue with x-dead-letter-exchange queue arguments.", False,
          "RabbitMQ only, and only for rejected messages (Celery acks failures). On Redis, build the DLQ yourself."),
+    myth("myth-kafka", "01", "1. Four components",
+         "Kafka (experimental) is a broker like RabbitMQ and Redis.", False,
+         "Kafka is kombu's confluentkafka transport, which implements only direct and topic exchanges: no "
+         "fanout, priority or TTL. Remote control is a fanout broadcast, so inspect, broadcast revoke and "
+         "Flower's enable_events cannot reach the workers; Celery's broker table lists no monitoring or "
+         "remote control for it, so no Flower or exporter metrics.",
+         cheat="Kafka (kombu's confluentkafka transport): direct and topic exchanges only, no fanout, "
+               "priority or TTL, so no remote control and no monitoring (Flower, exporters).",
+         evidence="tests/test_claims.py::test_kafka_transport_has_no_fanout_priority_or_ttl"),
+    myth("myth-task-id-dedupe", "05", "6. Idempotency: a task that runs twice must charge once",
+         "Tasks should be idempotent, e.g. deduplicate by task_id.", False,
+         "Half right: idempotent yes, but by the task id only half. " + IDEMPOTENCY_RULE,
+         cheat=IDEMPOTENCY_RULE,
+         evidence="tests/test_claims.py::test_task_id_is_kept_by_a_retry_but_new_for_a_second_send"),
 ]
 
 

@@ -25,9 +25,11 @@ def _md_code(text: str) -> str:
 def feedback_html(question: Question, verdict: Verdict, reveal: bool = False) -> str:
     """What a learner sees after checking (also used by tests: plain HTML, no widgets)."""
     link = f'<a href="{html.escape(question.link())}" target="_blank">{html.escape(question.where)}</a>'
+    proof = question.proof
+    proved = f'<a href="{html.escape(proof.link("../"))}" target="_blank">{_md_code(proof.label)}</a>'
     if verdict.correct:
         return (f'<div style="color:{GOOD}"><b>✔ {_md_code(verdict.message)}</b></div>'
-                f"<div>{_md_code(question.explanation)}</div><div>Proved in {link}.</div>")
+                f"<div>{_md_code(question.explanation)}</div><div>Taught in {link}; evidence: {proved}.</div>")
     out = f'<div style="color:{BAD}"><b>✘ {_md_code(verdict.message)}</b></div>'
     if reveal:
         answer = question.right_answer
