@@ -11,7 +11,10 @@ import threading
 from collections import Counter
 
 from celerylab.grading import Attempts, RetriesOn, RoutesToQueue, TaskReturns, bind
-from celerylab.grading.outcomes import ____  # noqa: F401 - the blank learners fill in
+from celerylab.grading.kinds import fmt_call
+from celerylab.grading.outcomes import ExerciseIncorrect, ____  # noqa: F401 - the blank learners fill in
+
+from ._bind import BindHint
 
 
 class _FlakyServer:
@@ -47,7 +50,7 @@ def flaky_download(url):
     return _server.download(url)
 
 
-class AddTask(TaskReturns):
+class AddTask(BindHint, TaskReturns):
     task = "add"
     cases = [((2, 3), 5), ((-7, 7), 0), ((0.5, 0.25), 0.75)]
     wrong_value = "{call} returned {got}, which is not the sum of its arguments"
@@ -79,8 +82,15 @@ class SendToReports(RoutesToQueue):
             return make_report.apply_async(args=[n], queue="reports")
     """
 
+    def succeeded(self, call, outcome):
+        # the message must carry make_report(n) for send_report(n): the right queue is not enough
+        want = fmt_call(self.task, self.args)
+        if call != want:
+            raise ExerciseIncorrect(f"{fmt_call(self.sender, self.args)} sent {call}; it should send {want}")
+        return super().succeeded(call, outcome)
 
-class RetryOnce(RetriesOn):
+
+class RetryOnce(BindHint, RetriesOn):
     task = "fetch"
     countdown = 0.5
     window = (0.3, 2.0)

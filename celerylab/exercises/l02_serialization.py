@@ -19,6 +19,8 @@ from celerylab import inspect_broker
 from celerylab.grading import BehaviourCheck, bind
 from celerylab.grading.kinds import fmt_call, short
 from celerylab.grading.outcomes import ExerciseIncorrect, ExerciseNotAttempted, ____, describe, describe_exc  # noqa: F401
+
+from ._bind import BindHint
 from celerylab.lessons.l02_serialization import PROCESS_QUEUE
 
 SETS_NAME = "lab02-sets"
@@ -49,7 +51,7 @@ def _accepts(app, name: str, content_type: str) -> bool:
     return name in accepted or content_type in accepted
 
 
-class SetsSerializer(BehaviourCheck):
+class SetsSerializer(BindHint, BehaviourCheck):
     """A serializer ``lab02-sets`` registered with kombu and accepted by ``app``'s workers: sets arrive as sets."""
 
     task = "tag_report"
@@ -180,7 +182,7 @@ class ReachTheWorkerProcess(BehaviourCheck):
             raise ExerciseIncorrect(f"{call}'s task returned {describe(got)}, not what l02.shout returns")
 
 
-class RequestFacts(BehaviourCheck):
+class RequestFacts(BindHint, BehaviourCheck):
     """``audit(note)`` (bound) reports its own id, queue and retries from ``self.request``."""
 
     task = "audit"

@@ -18,6 +18,8 @@ from collections import Counter
 from celerylab.grading import Attempts, BehaviourCheck, RetriesOn, Trial, bind
 from celerylab.grading.kinds import fmt_call
 from celerylab.grading.outcomes import ExerciseIncorrect, ____, describe, describe_exc  # noqa: F401
+
+from ._bind import BindHint
 from celerylab.store import redis_client
 
 from ._process import spawn_task_worker
@@ -92,7 +94,7 @@ def _reset_payments() -> None:
     redis_client().delete(_CHARGES_KEY, _RECEIPTS_KEY)
 
 
-class SyncInventory(RetriesOn):
+class SyncInventory(BindHint, RetriesOn):
     task = "sync_inventory"
     countdown = 0.2
     window = (0.1, 1.0)
@@ -124,7 +126,7 @@ class SyncInventory(RetriesOn):
         _inventory.reset()
 
 
-class FetchQuotes(RetriesOn):
+class FetchQuotes(BindHint, RetriesOn):
     """Automatic retries with exponential backoff: the waits must double (1 s, then 2 s)."""
 
     task = "fetch_quotes"
@@ -175,7 +177,7 @@ class FetchQuotes(RetriesOn):
                                         f"and no jitter they are 1 s, then 2 s apart")
 
 
-class PayOnce(BehaviourCheck):
+class PayOnce(BindHint, BehaviourCheck):
     """``pay(order_id, amount)`` charges each order once, however often its task id runs."""
 
     task = "pay"

@@ -20,6 +20,8 @@ from celerylab.grading import BehaviourCheck, Trial, bind, call_with_deadline
 from celerylab.grading.kinds import fmt_call
 from celerylab.grading.outcomes import (ExerciseIncorrect, ExerciseNotAttempted, ____, describe,  # noqa: F401
                                         describe_exc)
+
+from ._bind import BindHint
 from celerylab.store import redis_client
 
 DEAD_LETTERS = "dead_letters"
@@ -87,7 +89,7 @@ def _judge_entry(entry, call: str, task_id: str, task_name: str, args, exception
                                 f"exception's class name, {exception!r}, was expected")
 
 
-class FailureHook(BehaviourCheck):
+class FailureHook(BindHint, BehaviourCheck):
     """Failing ``import_row`` calls land in ``dead_letters`` once each, with the agreed keys;
     a call that succeeds leaves nothing."""
 
@@ -166,7 +168,7 @@ def _hook_connected(hook) -> bool:
     return False
 
 
-class RetriesThenDeadLetter(BehaviourCheck):
+class RetriesThenDeadLetter(BindHint, BehaviourCheck):
     """``charge(card)``: a flaky bank is retried (no dead letter), a dead bank lands once after
     two retries, a refused card lands at once."""
 

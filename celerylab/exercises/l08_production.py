@@ -19,6 +19,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from celerylab.grading import BehaviourCheck, bind
 from celerylab.grading.outcomes import ExerciseIncorrect, ____, describe, describe_exc  # noqa: F401
+
+from ._bind import BindHint
 from celerylab.worker import ALL_POOLS
 
 LESSON = "celerylab.lessons.l08_production"
@@ -116,7 +118,7 @@ class NoLostTasks(BehaviourCheck):
             lab.reaped()
 
 
-class RespectSoftLimit(BehaviourCheck):
+class RespectSoftLimit(BindHint, BehaviourCheck):
     """``thumbnails(images)``: a soft time limit of 1 s, and what was done so far when it hits."""
 
     task = "thumbnails"

@@ -1,0 +1,53 @@
+"""The hint every exercise whose task needs ``bind=True`` gives when it is missing.
+
+Without ``bind=True`` a task gets no ``self``: a body that uses ``self`` fails on the worker
+with ``NameError: name 'self' is not defined`` (the seed article's bug), and a function whose
+first parameter is ``self`` receives the task's first argument there. Checks call
+:func:`require_bind` before running the task, so the learner reads the cause, not a bare error.
+"""
+from __future__ import annotations
+
+from celery.app.task import Task
+
+from celerylab.grading.outcomes import ExerciseIncorrect
+
+from ._process import _learner_function
+
+
+def is_bound(task: Task) -> bool:
+    """Whether ``task`` was declared with ``bind=True`` (its ``run`` receives the task as ``self``)."""
+    return not isinstance(type(task).__dict__.get("run"), staticmethod)
+
+
+def require_bind(task: Task, name: str) -> None:
+    """Raise a hint naming ``bind=True`` when ``task`` uses ``self`` but is not bound.
+
+    A task that needs no ``self`` (``fetch.retry(...)`` names the task itself) is left to the
+    behaviour check.
+    """
+    if is_bound(task):
+        return
+    fn = _learner_function(task)
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return
+    params = code.co_varnames[:code.co_argcount]
+    uses_self = "self" in code.co_names or any("self" in c.co_names for c in code.co_consts
+                                                if hasattr(c, "co_names"))
+    if params[:1] == ("self",):
+        raise ExerciseIncorrect(f"`{name}` takes `self` first, but it is not declared with bind=True, so Celery "
+                                f"passes it your first argument instead: use @app.task(bind=True)")
+    if uses_self:
+        raise ExerciseIncorrect(f"`{name}` uses `self`, which only exists in a task declared with bind=True "
+                                f"(else NameError: name 'self' is not defined): use @app.task(bind=True) and "
+                                f"`def {name}(self, ...)`")
+
+
+class BindHint:
+    """Mixin for a check of the learner's task ``self.task``: hint ``bind=True`` before running it."""
+
+    task = "task"
+
+    def _check(self, ns):
+        require_bind(self.task_named(ns, self.task), self.task)
+        super()._check(ns)
