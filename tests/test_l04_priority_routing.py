@@ -28,7 +28,7 @@ def test_routes_send_each_task_to_its_queue_and_worker(tmp_path):
     assert out == {"l04.resize_image": ["images", "images"], "l04.send_email": ["celery", "mail"]}
 
 
-def test_full_range_bands_and_rabbitmq_app_on_redis(tmp_path):
+def test_full_range_bands_need_only_priority_steps(tmp_path):
     out = run_script("""
         for p in [9, None, 5, 3, 0, 1, 2, 8, 6, 4, 7]:
             l04.full_job.apply_async((f"p{p}",), priority=p)
@@ -36,13 +36,39 @@ def test_full_range_bands_and_rabbitmq_app_on_redis(tmp_path):
         with celerylab.run_worker(l04.full_app, queues=["full"], concurrency=1, prefetch_multiplier=1):
             l04.runs.wait_for(11)
         out["full"] = l04.runs.labels()
-        out["on_rabbitmq"] = l04.on_rabbitmq()
-        out["rabbit_app_on_redis"] = l04.rabbitmq_priority()   # x-max-priority means nothing to Redis
+        out["options"] = l04.full_app.conf.broker_transport_options
+        out["on_rabbitmq"] = l04.on_rabbitmq(l04.app)
     """, tmp_path)
     assert out["bands"] == {"0": 2, **{str(b): 1 for b in range(1, 10)}}
     assert out["full"] == ["pNone"] + [f"p{p}" for p in range(10)]
+    assert "queue_order_strategy" not in out["options"]   # ten levels come from priority_steps alone
     assert out["on_rabbitmq"] is False
-    assert out["rabbit_app_on_redis"] == ["p0", "p1", "p5", "p8", "p9"]  # Redis: 0 first
+
+
+def test_priority_10_is_clamped_to_the_last_band_on_redis(tmp_path):
+    out = run_script("""
+        l04.job.apply_async(("p10",), priority=10, queue="clamp")
+        l04.job.apply_async(("p0",), priority=0, queue="clamp")
+        out["bands"] = queues.band_lengths(l04.app, "clamp")
+        with celerylab.run_worker(l04.app, queues=["clamp"], concurrency=1, prefetch_multiplier=1):
+            l04.runs.wait_for(2)
+        out["order"] = l04.runs.labels()
+    """, tmp_path)
+    assert out["bands"] == {"0": 1, "3": 0, "6": 0, "9": 1}
+    assert out["order"] == ["p0", "p10"]   # sent first, run last: 10 means "least urgent" on Redis
+
+
+def test_seed_priority_configuration_routes_to_the_default_queue():
+    from celery import Celery
+    from kombu import Queue
+
+    seed = Celery("seed", broker="memory://", set_as_current=False)
+    seed.conf.task_queues = (Queue("high", routing_key="high.#", queue_arguments={"x-max-priority": 10}),
+                             Queue("low", routing_key="low.#", queue_arguments={"x-max-priority": 5}))
+    route = seed.amqp.router.route({"priority": 10}, "high_priority_task")
+    assert route["queue"].name == "celery" and not route["queue"].queue_arguments
+    high = seed.amqp.queues["high"]
+    assert (high.exchange.name, high.exchange.type, high.routing_key) == ("celery", "direct", "high.#")
 
 
 def test_head_of_line_blocking_by_prefetch_and_its_fix(tmp_path):

@@ -8,27 +8,25 @@ Apps:
 * :data:`app`: Celery's defaults for priority on Redis (bands ``[0, 3, 6, 9]``);
 * :data:`full_app`: every priority 0-9 its own band (``priority_steps=list(range(10))``),
   on its own queue ``full`` so the two never share a list.
+
+The RabbitMQ experiments are in the lesson's cells (with :mod:`celerylab.recorded`).
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass
 
-from kombu import Exchange, Queue
-
-import celerylab
 from celerylab import queues
 from celerylab.inspect_broker import create_redis_app
 from celerylab.side_by_side import stop_all  # noqa: F401 - used by the lesson
 from celerylab.worker import start_worker
 
 # Priority bands are kombu's Redis emulation: on a RabbitMQ class broker these two apps run on a
-# private Redis (rabbit_app below shows RabbitMQ's native priority on the class broker).
+# private Redis (the lesson's cells run RabbitMQ's native priority on the class broker).
 app = create_redis_app("l04_priority_routing")
 
-FULL_RANGE = {"priority_steps": list(range(10)), "queue_order_strategy": "priority"}
+FULL_RANGE = {"priority_steps": list(range(10))}   # ten bands: ten real levels
 full_app = create_redis_app("l04_full_range", task_default_queue="full", broker_transport_options=FULL_RANGE)
 
 
@@ -159,6 +157,8 @@ def head_of_line(task, prefetch_multiplier: int, queue: str, long_seconds: float
                  shorts: int = 6, short_seconds: float = 0.02) -> Blocking:
     """Two workers, one slot each, both ``prefetch_multiplier``: who runs the short tasks?
 
+    (The lab's check runs this; lesson 04 runs the same experiment in its cells.)
+
     1. queue one long task, then ``shorts`` short ones, while no worker consumes ``queue``;
     2. start worker A; wait until it has stopped taking messages;
     3. start worker B; wait until every task ran; stop both.
@@ -195,38 +195,13 @@ def head_of_line(task, prefetch_multiplier: int, queue: str, long_seconds: float
         shorts_on_b=sum(1 for r in short_runs if names.get(r.thread, "").startswith("B-")))
 
 
-# -- RabbitMQ: native priority -------------------------------------------------------------------
-# A queue declared with x-max-priority; on RabbitMQ a higher number runs first (the opposite of
-# kombu's Redis bands). On Redis this app still works, but the queue argument is ignored.
-rabbit_app = celerylab.create_app("l04_rabbitmq", task_default_queue="prio", task_queues=[
-    Queue("prio", Exchange("prio"), routing_key="prio", queue_arguments={"x-max-priority": 10}),
-])
-
-
-@rabbit_app.task(name="l04rabbit.job", shared=False)
-def rabbit_job(label):
-    started = time.time()
-    time.sleep(0.01)
-    return [label, started]
-
-
-def on_rabbitmq(a=None) -> bool:
-    """True when the kit's broker is AMQP (RabbitMQ), i.e. ``CELERYLAB_BROKER_URL=amqp://...``."""
-    return str((a or rabbit_app).conf.broker_url or "").startswith(("amqp://", "amqps://", "pyamqp://"))
-
-
-def rabbitmq_priority(priorities=(0, 9, 5, 1, 8), timeout: float = 20.0) -> list[str]:
-    """Queue jobs with these priorities, then let one worker slot (prefetch 1) run them: the order.
-
-    The worker is a real ``celery worker`` process (``-A ...:rabbit_app -Q prio -c 1
-    --prefetch-multiplier 1``); each job returns when it started.
-    """
-    results = [rabbit_job.apply_async((f"p{p}",), priority=p) for p in priorities]  # no worker yet
-    worker = celerylab.spawn_worker(f"{__name__}:rabbit_app", pool="solo", concurrency=1, queues=["prio"],
-                                    prefetch_multiplier=1, hostname=f"l04-rabbit-{os.getpid()}@%h")
-    with worker:
-        done = [r.get(timeout=timeout) for r in results]
-    return [label for label, _ in sorted(done, key=lambda item: item[1])]
+# -- RabbitMQ -------------------------------------------------------------------------------------
+# The lesson's RabbitMQ experiments (the seed's configuration, and one that works) are in its
+# cells; they run live when the kit's broker is RabbitMQ, and show a recording otherwise
+# (celerylab.recorded).
+def on_rabbitmq(a) -> bool:
+    """True when ``a``'s broker is AMQP (RabbitMQ), i.e. ``CELERYLAB_BROKER_URL=amqp://...``."""
+    return str(a.conf.broker_url or "").startswith(("amqp://", "amqps://", "pyamqp://"))
 
 
 app.set_current()  # the lesson's main app stays Celery's current app
