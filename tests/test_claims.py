@@ -257,21 +257,48 @@ def test_gevent_pool_enforces_the_hard_time_limit_only():
 
     from celery.concurrency import gevent as gevent_pool
 
-    fired = []
-    gevent_pool.apply_timeout(lambda: gevent.sleep(5), getpid=lambda: 1, timeout=0.05,
-                              timeout_callback=lambda soft, limit: fired.append((soft, limit)))
-    assert fired == [(False, 0.05)]                    # the hard limit, in the greenlet
-    import inspect
-    assert "soft_timeout" not in inspect.getsource(gevent_pool.TaskPool.on_apply)   # no soft limit at all
+    pool = gevent_pool.TaskPool(limit=1)
+    pool.start()
+    try:
+        for limits, expected_fired, expected_done in (
+                ({"soft_timeout": 0.05}, [], [1]),                         # soft alone: ignored, runs to the end
+                ({"soft_timeout": 0.02, "timeout": 0.05}, [(False, 0.05)], [])):   # hard: interrupted
+            fired, done = [], []
+            greenlet = pool.on_apply(lambda: (gevent.sleep(0.3), done.append(1)), args=(), kwargs={},
+                                     callback=lambda result: None,
+                                     timeout_callback=lambda soft, limit: fired.append((soft, limit)), **limits)
+            greenlet.join(timeout=10)
+            assert (fired, done) == (expected_fired, expected_done), limits
+    finally:
+        pool.stop()
 
 
 def test_threads_pool_ignores_time_limits():
-    import inspect
-
     from celery.concurrency import thread
 
-    src = inspect.getsource(thread.TaskPool.on_apply)
-    assert "timeout" not in src.replace("**_", "")
+    pool = thread.TaskPool(limit=1)
+    pool.start()
+    try:
+        fired, done = [], []
+        result = pool.on_apply(lambda: (time.sleep(0.3), done.append(1)), args=(), kwargs={},
+                               callback=lambda result: None, soft_timeout=0.02, timeout=0.05,
+                               timeout_callback=lambda soft, limit: fired.append((soft, limit)))
+        result.f.result(timeout=10)
+        assert fired == [] and done == [1]             # ran its full 0.3 s, no limit fired
+    finally:
+        pool.stop()
+
+
+def test_sigterm_is_a_warm_shutdown_and_sigquit_a_cold_one():
+    import os
+
+    from celery.apps import worker as worker_app
+
+    if os.environ.get("REMAP_SIGTERM"):
+        pytest.skip("REMAP_SIGTERM is set in this environment")
+    term, quit_ = worker_app.install_worker_term_handler, worker_app.install_worker_term_hard_handler
+    assert (term.keywords["sig"], term.keywords["how"]) == ("SIGTERM", "Warm")
+    assert (quit_.keywords["sig"], quit_.keywords["how"]) == ("SIGQUIT", "Cold")
 
 
 # -- monitoring --------------------------------------------------------------------------------

@@ -325,7 +325,7 @@ QUESTIONS: list[Question] = [
            ["Nothing", "Messages in the priority-band lists (emails\\x06\\x163 ...) and messages workers "
             "have prefetched (the unacked hash)", "Only tasks with an ETA", "Results"], 1,
            "kombu keeps one list per priority band and moves prefetched messages into `unacked`. Count "
-           "every band, and watch unacked too; celery-exporter's queue length does the bands.",
+           "every band (the kit's exporter in lesson 07 sums them), and watch unacked too.",
            round="faq"),
     choice("faq-blocked", "08a", S08A["blocked"],
            "A worker stops taking tasks: every pool slot is stuck in a call to a slow partner API. Which "
@@ -612,7 +612,9 @@ QUESTIONS: list[Question] = [
            "Kubernetes sends SIGTERM to a Celery worker during a deploy. What does the worker do?",
            ["Dies at once", "Warm shutdown: stops taking tasks, finishes the running ones, exits",
             "Requeues everything", "Ignores it"], 1,
-           "Give the pod a grace period longer than your longest task; SIGQUIT (or a second signal) is cold."),
+           "Give the pod a grace period longer than your longest task. SIGQUIT (or a second Ctrl+C) is a cold "
+           "shutdown; a second SIGTERM is ignored, and the kubelet's SIGKILL after the grace period kills "
+           "everything."),
     choice("l08-ignore-result", "08a", S08A["ignore"],
            "Nobody reads the return values of a high-volume task. What should you set?",
            ["task_track_started=True", "ignore_result=True (or task_ignore_result=True)",
@@ -699,10 +701,13 @@ QUESTIONS: list[Question] = [
          "That exporter is archived. Today: danihodovic/celery-exporter, or Flower's own /metrics."),
     myth("myth-utcnow", "03", "2. Gotcha: naive datetimes (the seed article's `datetime.utcnow()`)",
          "Schedule with `eta=datetime.utcnow() + timedelta(minutes=10)`.", False,
-         "utcnow() is deprecated and returns a naive datetime; use datetime.now(timezone.utc) or countdown."),
+         "It works (Celery reads a naive eta as UTC), but utcnow() is deprecated and its naive result is "
+         "one slip away from a naive local now(), which is off by your UTC offset. Use "
+         "datetime.now(timezone.utc) or countdown."),
     myth("myth-warm", "08a", S08A["shutdown"],
          "On SIGTERM a worker finishes its current tasks before exiting (the default).", True,
-         "Warm shutdown is the default on SIGTERM. SIGQUIT or a second signal is a cold shutdown."),
+         "Warm shutdown is the default on SIGTERM (unless REMAP_SIGTERM=SIGQUIT). SIGQUIT, or a second "
+         "Ctrl+C, is a cold shutdown; a second SIGTERM is ignored."),
     myth("myth-publish-retry", "05", "`task_publish_retry` is a different thing, and already on",
          "To make sure tasks are not lost, turn on task_publish_retry.", False,
          "It is already on by default (up to 3 retries, waits growing by 0.2 s, at most 1 s), and it only "
