@@ -69,6 +69,22 @@ def test_q2_needs_started_to_be_recorded(app, capsys):
 
     ex.q2.check({"resize": resize_tracked})
     assert "Correct: q2:" in capsys.readouterr().out
+
+    @app.task(name="test_lab01.resize_wrong_value", shared=False, track_started=True)
+    def resize_wrong_value(seconds):
+        time.sleep(seconds)
+        return "done"
+
+    with pytest.raises(ExerciseIncorrect, match="it should return 'resized'"):
+        ex.q2.check({"resize": resize_wrong_value})
+
+    @app.task(name="test_lab01.resize_no_sleep", shared=False, track_started=True)
+    def resize_no_sleep(seconds):
+        return "resized"
+
+    # STARTED may or may not be seen for a task that does not sleep: either way it fails
+    with pytest.raises(ExerciseIncorrect, match="it should sleep 0.6 s|stayed PENDING"):
+        ex.q2.check({"resize": resize_no_sleep})
     with pytest.raises(ExerciseIncorrect, match="plain function"):
         ex.q2.check({"resize": lambda seconds: None})
 
@@ -86,7 +102,18 @@ def test_q3_the_charge_must_never_run(app, capsys):
     ex.q3.check({"charge": charge, "schedule_and_cancel": cancel_properly})
     assert "Correct: q3:" in capsys.readouterr().out
     with pytest.raises(ExerciseIncorrect, match="ran on the worker: it was not revoked"):
-        ex.q3.check({"charge": charge, "schedule_and_cancel": lambda amount: charge.apply_async([amount], countdown=0.5)})
+        ex.q3.check({"charge": charge, "schedule_and_cancel": lambda amount: charge.apply_async([amount], countdown=1)})
+
+    def revoke_at_once(amount, **options):
+        result = charge.apply_async(args=[amount], **options)
+        result.revoke()
+        return result
+
+    # revoked, but not scheduled 1 to 3 s ahead: it may never run (the revoke can win), it still fails
+    with pytest.raises(ExerciseIncorrect, match="to run at once: it should run 1 to 3 seconds from now"):
+        ex.q3.check({"charge": charge, "schedule_and_cancel": revoke_at_once})
+    with pytest.raises(ExerciseIncorrect, match="s from now: it should run 1 to 3 seconds from now"):
+        ex.q3.check({"charge": charge, "schedule_and_cancel": lambda amount: revoke_at_once(amount, countdown=0.2)})
     with pytest.raises(ExerciseIncorrect, match="at most"):
         ex.q3.check({"charge": charge, "schedule_and_cancel": lambda amount: charge.apply_async([amount], countdown=60)})
 
@@ -111,6 +138,13 @@ def test_q4_chain_passes_blocking_is_caught(app, capsys):
     assert "Correct: q4:" in capsys.readouterr().out
     with pytest.raises(ExerciseIncorrect, match=r"called \.get\(\) inside a task"):
         ex.q4.check({**ns, "checkout": lambda item: checkout_blocking.delay(item)})
+    @app.task(name="test_lab01.checkout_allowed_to_wait", shared=False)
+    def checkout_waiting(item):  # waits anyway, with Celery's guard turned off
+        return add_tax.delay(price.delay(item).get(timeout=5, disable_sync_subtasks=False)).get(
+            timeout=5, disable_sync_subtasks=False)
+
+    with pytest.raises(ExerciseIncorrect, match="a task waited for another"):
+        ex.q4.check({**ns, "checkout": lambda item: checkout_waiting.delay(item)})
     with pytest.raises(ExerciseIncorrect, match="add_tax never ran"):
         ex.q4.check({**ns, "checkout": lambda item: price.delay(item)})
     with pytest.raises(ExerciseIncorrect, match="not an AsyncResult"):

@@ -134,6 +134,14 @@ class StartedIsVisible(BehaviourCheck):
                                     f"Ask Celery to record STARTED for this task")
         if seen[-1] != "SUCCESS":
             raise ExerciseIncorrect(f"{call} went {path}; it should end in SUCCESS")
+        got = AsyncResult(sent.id, app=task.app).result
+        if got != "resized":
+            raise ExerciseIncorrect(f"{call} returned {describe(got)}; it should return 'resized'")
+        started = trial.recorder.of(sent.id, "started")
+        finished = trial.recorder.of(sent.id, "succeeded")
+        if started and finished and finished[0].at - started[0].at < self.seconds * 0.9:
+            raise ExerciseIncorrect(f"{call} ran for {finished[0].at - started[0].at:.2f} s; it should sleep "
+                                    f"{self.seconds:g} s (time.sleep(seconds))")
 
 
 class CancelInTime(BehaviourCheck):
@@ -144,6 +152,7 @@ class CancelInTime(BehaviourCheck):
     args = (25,)
     timeout = 8.0
     max_countdown = 3.0
+    min_countdown = 0.8  #: "1 to 3 seconds from now", measured when the function has returned
     correct = "schedule_and_cancel sends charge with a countdown and revokes it: the worker discards it, it never runs."
     hints = (
         "Send `charge` with `apply_async(args=[amount], countdown=...)` (1 or 2 seconds is plenty), then call "
@@ -174,9 +183,16 @@ class CancelInTime(BehaviourCheck):
                 when = datetime.fromisoformat(eta)
                 if when.tzinfo is None:
                     when = when.replace(tzinfo=timezone.utc)
-                if (when - datetime.now(timezone.utc)).total_seconds() > self.max_countdown:
+                ahead = (when - datetime.now(timezone.utc)).total_seconds()
+                if ahead > self.max_countdown:
                     raise ExerciseIncorrect(f"{call} sent charge {eta} : use a countdown of at most "
                                             f"{self.max_countdown:g} s in this exercise")
+            if not eta or ahead < self.min_countdown:
+                trial.recorder.wait(lambda rec: bool(rec.of(pub.task_id, "started"))
+                                    or AsyncResult(pub.task_id, app=charge.app).state in FINAL, self.timeout)
+                raise ExerciseIncorrect(f"{call} sent charge to run "
+                                        f"{'at once' if not eta else f'{max(ahead, 0):.1f} s from now'}: "
+                                        f"it should run 1 to 3 seconds from now (countdown=...)")
             trial.recorder.wait(lambda rec: bool(rec.of(pub.task_id, "started"))
                                 or AsyncResult(pub.task_id, app=charge.app).state in FINAL, self.timeout)
             state = AsyncResult(pub.task_id, app=charge.app).state
@@ -234,6 +250,16 @@ class NoWaitingInTasks(BehaviourCheck):
         for needed in (price, add_tax):
             if needed.name not in started:
                 raise ExerciseIncorrect(f"{short(needed.name)} never ran on the worker; both steps should")
+        runs = {}
+        for e in events:
+            if e.kind in ("started", "succeeded", "failed") and not e.data.get("eager"):
+                runs.setdefault(e.task_id, {"name": e.name})[e.kind if e.kind == "started" else "ended"] = e.at
+        spans = [r for r in runs.values() if "started" in r and "ended" in r]
+        for outer in spans:
+            for inner in spans:
+                if inner is not outer and outer["started"] < inner["started"] and inner["ended"] < outer["ended"]:
+                    raise ExerciseIncorrect(f"{short(outer['name'])} was running all the time {short(inner['name'])} "
+                                            f"ran: a task waited for another. Link the tasks instead")
         got = AsyncResult(value.id, app=price.app).get(timeout=1)
         if got != self.expected:
             raise ExerciseIncorrect(f"{call} ended with {describe(got)}; it should end with add_tax(price(item))")
