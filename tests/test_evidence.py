@@ -121,3 +121,16 @@ def test_checker_reports_each_kind_of_missing_evidence(fake_root, qid, ref, prob
 def test_report_names_the_notebook_and_the_expected_tag(fake_root):
     text = evidence.report(evidence.problems([_q("absent")], root=fake_root))
     assert "absent -> notebooks/04_priority_routing.ipynb, evidence:absent: missing tag" in text
+
+
+def test_cheat_sheet_and_quiz_feedback_link_each_question_to_its_evidence():
+    from celerylab.quiz import cheatsheet
+    from celerylab.quiz.check import Verdict
+    from celerylab.quiz.widgets import feedback_html
+
+    lines = cheatsheet.render().splitlines()
+    for q in quiz.QUESTIONS:
+        proof = q.proof
+        line = next(line for line in lines if q.link() in line and proof.name in line)
+        assert f"]({proof.link('../')})" in line, q.id
+        assert proof.name in feedback_html(q, Verdict(True, "Correct.")), q.id
