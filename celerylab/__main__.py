@@ -109,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--csv", metavar="FILE", help="write one row per notebook (passed, total, each exercise)")
     gr.add_argument("--time-limit", type=float, default=300, metavar="S",
                     help="seconds one notebook may run before it is stopped (default 300)")
-    gr.add_argument("--cell-timeout", type=float, default=120, metavar="S",
-                    help="seconds one cell may run (default 120)")
+    gr.add_argument("--cell-timeout", type=float, default=40, metavar="S",
+                    help="seconds one cell may run before it is stopped and reported as timed out (default 40)")
     gr.add_argument("--solutions", metavar="DIR", help="folder of master copies (default: the kit's solutions/)")
     gr.set_defaults(func=_cmd_grade)
     return parser

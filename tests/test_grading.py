@@ -423,3 +423,153 @@ def test_abandoning_never_lands_outside_a_task_body(app):
     assert worker.hostname == "abandon-race@t"
     ok, names = no_grader_threads_left()
     assert ok, names
+
+
+# -- tampering: every route that turned a blank answer green is closed ----------------------
+from celerylab.grading import integrity  # noqa: E402
+from celerylab.grading import kinds as kinds_module  # noqa: E402
+from celerylab.grading import probe as probe_module  # noqa: E402
+from celerylab.grading.exercise import Exercise  # noqa: E402
+
+LAB00 = "celerylab.exercises.l00_first_tasks"
+
+
+def graded(label, ns):
+    """What a graded check cell does, run from a fresh copy of integrity.py like the cell does."""
+    path = integrity.__file__
+    g = {"__name__": "celerylab_graded_check", "__file__": path}
+    exec(compile(open(path).read(), path, "exec"), g)
+    try:
+        g["graded_check"](LAB00, label, ns)
+    except AssertionError as exc:
+        return type(exc).__name__, str(exc)
+    return "correct", None
+
+
+class _Fake:
+    label = "q1"
+
+    def check(self, namespace=None):
+        print("Correct: q1: add runs on a worker and returns the sum.")
+
+
+def _fake_check(self, namespace=None):
+    print(f"Correct: {self.label}: {self.correct}")
+
+
+def _route_exercise_check(mp):
+    mp.setattr(lab00.q1, "check", lambda namespace=None: None, raising=False)
+
+
+def _route_class_check(mp):
+    mp.setattr(lab00.AddTask, "_check", lambda self, ns: None, raising=False)
+
+
+def _route_kind_check(mp):
+    mp.setattr(kinds_module.TaskReturns, "_check", lambda self, ns: None)
+
+
+def _route_module_q(mp):
+    mp.setattr(lab00, "q1", _Fake())
+
+
+def _route_base_check(mp):
+    mp.setattr(Exercise, "check", _fake_check)
+
+
+def _route_base_check_by_another_method(mp):
+    mp.setattr(Exercise, "check", Exercise.hint)
+
+
+def _route_cases(mp):
+    mp.setattr(lab00.AddTask, "cases", [((1, 1), 2)], raising=False)
+
+
+def _route_sys_modules(mp):
+    import sys
+    import types
+
+    fake = types.ModuleType(LAB00)
+    fake.__file__ = lab00.__file__
+    fake.q1 = _Fake()
+    mp.setitem(sys.modules, LAB00, fake)
+
+
+def _route_probe(mp):
+    mp.setattr(probe_module.Trial, "run", lambda self, *a, **k: {})
+
+
+def _route_class_swap(mp):
+    mp.setattr(lab00.q1, "__class__", lab00.SendToReports)
+
+
+def _route_outcomes(mp):
+    from celerylab.grading import outcomes
+
+    mp.setattr(outcomes.ExerciseNotAttempted, "__init__", lambda self, *a, **k: None)
+
+
+ROUTES = [_route_exercise_check, _route_class_check, _route_kind_check, _route_module_q, _route_base_check,
+          _route_base_check_by_another_method, _route_cases, _route_sys_modules, _route_probe, _route_class_swap,
+          _route_outcomes]
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=[r.__name__[7:] for r in ROUTES])
+def test_every_tampering_route_fails_a_blank_answer_with_one_message(route):
+    blank = {"add": ____}
+    assert graded("q1", blank) == ("ExerciseNotAttempted", "q1: `add` is still ____: replace the blank with your answer")
+    with pytest.MonkeyPatch.context() as mp:
+        route(mp)
+        status, message = graded("q1", blank)
+    assert status == "GraderChanged", message
+    assert message.startswith("q1: a cell in this notebook changes the grader: ") and "restart the kernel" in message
+    assert graded("q1", blank)[0] == "ExerciseNotAttempted"  # undone: the kit is itself again
+
+
+def test_the_grader_in_this_process_is_the_kits_for_every_lab():
+    import importlib
+
+    for path in sorted((integrity.PACKAGE_DIR / "exercises").glob("l[0-9][0-9]_*.py")):
+        name = f"celerylab.exercises.{path.stem}"
+        importlib.import_module(name)
+        assert integrity.problems(name) == [], name
+
+
+def test_a_graded_check_still_passes_a_right_answer(solved, capsys):
+    assert graded("q1", solved) == ("correct", None)
+    assert capsys.readouterr().out == "Correct: q1: add runs on a worker and returns the sum.\n"
+
+
+@pytest.mark.parametrize("source,reason", [
+    ("q1.check = lambda: print('Correct')", "it assigns to `q1.check`"),
+    ("Exercise.check = lambda self: None", "it assigns to `Exercise.check`"),
+    ("from celerylab.grading.exercise import Exercise\nExercise.check = Exercise.hint", "it assigns to `Exercise.check`"),
+    ("import celerylab.exercises.l00_first_tasks as m\nm.q1 = None", "it assigns to `m.q1`"),
+    ("import celerylab\ncelerylab.grading.kinds.TaskReturns._check = print", "it assigns to `celerylab.grading"),
+    ("setattr(q1, 'check', print)", "it patches the kit"),
+    ("setattr(type(q2), '_check', print)", "it patches the kit"),
+    ("import sys\nsys.modules['celerylab.exercises.l00_first_tasks'] = object()", "it edits sys.modules"),
+    ("import sys\nsys.modules.pop('celerylab.grading')", "it edits sys.modules"),
+    ("del q1.check", "it deletes `q1.check`"),
+    ("q1.__class__._check = None", "it assigns to `q1.__class__._check`"),
+    ("vars(q1)['check'] = print", "part of the kit"),
+    ("q3.__dict__.update(check=print)", "it changes the kit"),
+    ("from unittest import mock\nmock.patch.object(q1, 'check').start()", "it patches the kit"),
+    ("from unittest import mock\nmock.patch('celerylab.grading.exercise.Exercise.check').start()", "it patches the kit"),
+])
+def test_a_cell_that_changes_the_grader_is_named_before_it_runs(source, reason):
+    found = integrity.changes_to_grader(source, {"q1", "q2", "q3", "Exercise"})
+    assert found is not None and reason in found, found
+
+
+@pytest.mark.parametrize("source", [
+    "@app.task(bind=True)\ndef fetch(self, url):\n    self.request.x = 1\n    return url",
+    "app.conf.task_routes = {'a': {'queue': 'b'}}\napp.conf.update(task_acks_late=True)",
+    "results = {}\nresults['q1'] = 5\nq1 = 3",
+    "import celerylab\nworker = celerylab.run_worker(app)\nsettings = {'task_acks_late': True}",
+    "%timeit add(1, 2)\nq1.hint()\nq1.solution()",
+    "def send(n):\n    return make_report.apply_async(args=[n], queue='reports')",
+    "this is not python (",
+])
+def test_ordinary_answer_cells_are_not_flagged(source):
+    assert integrity.changes_to_grader(source, {"q1", "q2", "q3", "flaky_download"}) is None

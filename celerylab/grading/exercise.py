@@ -11,13 +11,29 @@ the subclass's ``_check`` with everything the learner's code prints swallowed (s
 from __future__ import annotations
 
 import io
+import re
 import sys
 import textwrap
 from contextlib import redirect_stderr, redirect_stdout
 
 from celery.app.task import Task
 
+from ..errors import WorkerStartError
 from .outcomes import ExerciseError, ExerciseIncorrect, ExerciseNotAttempted, is_placeholder
+
+_EXC_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Exit)\b.*)$")
+
+
+def worker_start_message(exc: BaseException) -> str:
+    """One line for a worker that could not start: the error at the end of its log, not the trace."""
+    lines = str(exc).splitlines()
+    found = [m.group(1) for line in lines[1:] if (m := _EXC_LINE.match(line))]
+    reason = found[-1].strip() if found else (lines[0] if lines else type(exc).__name__)
+    text = " ".join(reason.split())[:160]
+    hint = ""
+    if "No module named" in text:
+        hint = ": that pool's package is not installed here; choose another pool"
+    return f"a worker with these settings could not start ({text}){hint}"
 
 
 class Exercise:
@@ -44,6 +60,8 @@ class Exercise:
         except ExerciseError as exc:
             exc.label = self.label
             raise exc from None
+        except WorkerStartError as exc:
+            raise ExerciseIncorrect(worker_start_message(exc), self.label) from None
         print(f"Correct: {self.label}: {self.correct}")
 
     def hint(self, n: int = 1) -> None:

@@ -97,7 +97,20 @@ class BehaviourCheck(Exercise):
         return ExerciseIncorrect(f"{call} raised {describe_exc(exc)} on the worker")
 
     def finished(self, call: str, outcome: Outcome) -> None:
-        """Raise unless the task finished (successfully or not) within the trial."""
+        """Raise unless the task finished (successfully or not) within the trial.
+
+        One wording per situation, for every lab: a retry planned past the wait ("its retry
+        was planned N s later"), a task still being retried, a task still running (an endless
+        loop or a long sleep), a task no worker started.
+        """
+        if outcome.state in ("RUNNING", "NOT STARTED") and outcome.retried:
+            n = len(outcome.retried)
+            late = [d for d in outcome.retry_delays if d > self.timeout]
+            if late:
+                raise ExerciseIncorrect(f"{call} failed and its retry was planned {late[-1]:.0f} s later; "
+                                        f"the check waited {self.timeout:g} s")
+            raise ExerciseIncorrect(f"{call} was still being retried after {self.timeout:g} s "
+                                    f"({_plural(n, 'retry')} so far): give it a max_retries")
         if outcome.state == "RUNNING":
             raise ExerciseIncorrect(f"{call} was still running on the worker after {self.timeout:g} s: "
                                     f"look for an endless loop or a long sleep")
@@ -110,6 +123,10 @@ class BehaviourCheck(Exercise):
         if outcome.state == "FAILURE":
             raise self.failed(call, outcome.exc)
         return outcome.value
+
+
+def _exc_name(exc) -> str:
+    return type(exc).__name__ if isinstance(exc, BaseException) else "a retry without an error"
 
 
 def _same(expected, got) -> bool:
@@ -230,14 +247,17 @@ class RetriesOn(BehaviourCheck):
             raise self.failed(call, o.exc)
         first_error = o.retried[0].data.get("exc") if o.retried else o.exc
         if n < s.retries:
+            if n == 0 and o.state == "SUCCESS":
+                raise ExerciseIncorrect(f"{call} returned {describe(o.value)} without a retry{about}; "
+                                        f"it should be retried {_plural(s.retries, 'time')}")
             if n == 0:
-                raise ExerciseIncorrect(f"{call} raised {type(o.exc).__name__} and was never retried{about}")
+                raise ExerciseIncorrect(f"{call} raised {_exc_name(o.exc)} and was never retried{about}")
             raise ExerciseIncorrect(f"{call} was retried {_plural(n, 'time')}{about}; "
                                     f"it should be retried {_plural(s.retries, 'time')}")
         if n > s.retries:
             if s.retries == 0:
                 raise ExerciseIncorrect(f"{call} was retried {_plural(n, 'time')} after "
-                                        f"{type(first_error).__name__}{about}: it should fail at once, without a retry")
+                                        f"{_exc_name(first_error)}{about}: it should fail at once, without a retry")
             raise ExerciseIncorrect(f"{call} was retried {_plural(n, 'time')}{about}; "
                                     f"it should be retried {_plural(s.retries, 'time')}")
         for pause in o.spacing:
@@ -249,7 +269,7 @@ class RetriesOn(BehaviourCheck):
         if not s.succeeds and o.state == "SUCCESS":
             raise ExerciseIncorrect(f"{call} returned {describe(o.value)}{about}, but it should fail")
         if not s.succeeds and s.raises and type(o.exc).__name__ != s.raises:
-            raise ExerciseIncorrect(f"{call} ended with {type(o.exc).__name__}{about}; "
+            raise ExerciseIncorrect(f"{call} ended with {_exc_name(o.exc)}{about}; "
                                     f"after its last retry it should fail with the original {s.raises}")
         if s.succeeds and s.value is not None and not _same(s.value, o.value):
             raise ExerciseIncorrect(f"{call} returned {describe(o.value)}{about}, which is not the expected value")

@@ -5,15 +5,15 @@
 ``exercise:qN``) hold the passing output. ``labs/NN_topic.ipynb`` is the same notebook with
 
 * every solution block replaced: inside a function by ``raise NotImplementedError()``, at
-  the top level by ``name = ____`` for each name the block assigns; answer cells' outputs
-  cleared;
+  the top level by ``name = ____`` for each name the block assigns;
 * cells tagged ``solution-only`` left out;
-* check cells kept with their passing output and execution count, so ``pytest --nbval``
-  passes exactly when the learner's answers make every check pass;
+* shipped unrun, as Kaggle Learn ships its exercises: no cell keeps an output or an
+  execution count, so a learner never sees "Correct: ..." under a check they have not run.
+  ``pytest --nbval labs/NN.ipynb`` still grades: ``labs/conftest.py`` loads the grader
+  plugin, which puts the master's check cells back with their passing output; and with
+  no plugin at all a check still fails by raising while its answer is wrong;
 * right before each check cell, a fixed markdown note (tag ``check-note``): run the next
-  cell to grade your answer, the output stored under it is what a correct answer prints.
-  Markdown only, so nbval and the grader (which re-inserts check cells from the master)
-  never see it.
+  cell to grade your answer. Markdown only, so nbval and the grader never see it.
 
 ``python -m celerylab.grading.labs`` (``make labs``) writes the labs; ``--check`` only
 reports stale ones; ``--execute`` first re-runs the solution notebooks to refresh outputs.
@@ -37,8 +37,8 @@ CHECK_TAG = "check"
 EXERCISE_TAG = "exercise:"
 SOLUTION_ONLY_TAG = "solution-only"
 CHECK_NOTE_TAG = "check-note"
-CHECK_NOTE = ("**Run the next cell to grade your answer.** The output already stored under it is what a "
-              "correct answer prints, not your result: running the cell replaces it with yours.")
+CHECK_NOTE = ("**Run the next cell to grade your answer.** It prints `Correct: ...` when your answer does "
+              "what the exercise asks, and otherwise one line saying what the check observed.")
 EXERCISE_MODULE = re.compile(r"^\s*from\s+(celerylab\.exercises\.\w+)\s+import\s+\*", re.MULTILINE)
 
 
@@ -189,6 +189,9 @@ def make_lab(solution, name: str, where: str = "solution") -> nbformat.NotebookN
                 cell.outputs = []
         if is_check(cell):
             cells.append(check_note(cell))
+        if cell.cell_type == "code":  # shipped unrun
+            cell.outputs = []
+            cell.execution_count = None
         cells.append(cell)
     lab.cells = cells
     lab.metadata.pop("widgets", None)

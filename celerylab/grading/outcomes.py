@@ -81,10 +81,33 @@ def describe(value, limit: int = 60) -> str:
 _UNSTABLE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|0x[0-9a-f]{6,}")
 
 
-def describe_exc(exc: BaseException, limit: int = 120) -> str:
-    """``ValueError: bad input`` on one line (task ids and addresses blanked, so it is stable)."""
+def hint_for(exc: BaseException | None) -> str:
+    """A fixed hint for errors with one usual cause (empty when there is none)."""
+    if isinstance(exc, NameError) and "'self'" in str(exc):
+        return "use @app.task(bind=True) to get self"
+    if isinstance(exc, (ModuleNotFoundError, ImportError)) and getattr(exc, "name", None):
+        return f"the package {exc.name!r} is not installed here"
+    return ""
+
+
+def describe_exc(exc: BaseException | None, limit: int = 120) -> str:
+    """``ValueError: bad input`` on one line (task ids and addresses blanked, so it is stable).
+
+    Errors with one usual cause get a hint: ``NameError: name 'self' is not defined (use
+    @app.task(bind=True) to get self)``.
+    """
+    if exc is None:
+        return "no exception"
+    hint = hint_for(exc)
+    if hint:
+        return f"{_describe_exc(exc, limit)} ({hint})"
+    return _describe_exc(exc, limit)
+
+
+def _describe_exc(exc: BaseException, limit: int = 120) -> str:
     text = " ".join(str(exc).split())
     text = _UNSTABLE.sub("...", text)
     if len(text) > limit:
         text = text[: limit - 3] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+

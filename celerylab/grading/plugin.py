@@ -7,8 +7,15 @@ notebook that belongs to a lab (``metadata.celerylab.lab`` or its file name) it:
 * puts the master copy's check cells back (source, expected output, execution count),
   matched by their ``exercise:qN`` tag, so no edit a learner saves can turn a failing
   check green; a check cell the learner deleted fails as "missing";
+* has each check cell first verify that the grader in the kernel is still the kit's code
+  (:mod:`.integrity`: functions and classes compared with the files on disk) and then run
+  the exercise module's own ``qN.check``, not whatever ``qN`` names in the notebook;
 * runs the learner's other cells without comparing their outputs (their prints and
-  experiments are theirs); a cell that raises is still reported;
+  experiments are theirs); a cell that raises is still reported; a cell that assigns to or
+  patches the kit's objects (``q1.check = ...``, ``Exercise.check = ...``, ``setattr``,
+  ``sys.modules[...]``) is not run and reported as "this cell changes the grader";
+* gives each lab cell at most ``LAB_CELL_TIMEOUT`` seconds (unless ``--nbval-cell-timeout``
+  says otherwise) and reports a cell stopped there as timed out, naming the cell;
 * collects one result per exercise from ``item.cell`` and prints a scorecard in
   ``pytest_terminal_summary`` (and to ``$CELERYLAB_GRADE_RESULTS`` as JSON, after every cell).
 
@@ -25,13 +32,16 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from . import labs
+from . import integrity, labs
 from .scorecard import ExerciseResult, LabResult, clean, format_card, save_json
 
 PLUGIN_NAME = "celerylab-grader"
 RESULTS_ENV = "CELERYLAB_GRADE_RESULTS"
 SOLUTIONS_ENV = "CELERYLAB_SOLUTIONS"
-STATUS_BY_ERROR = {"ExerciseIncorrect": "incorrect", "ExerciseNotAttempted": "not attempted"}
+STATUS_BY_ERROR = {"ExerciseIncorrect": "incorrect", "ExerciseNotAttempted": "not attempted",
+                   "GraderChanged": "incorrect"}
+LAB_CELL_TIMEOUT = 40  #: seconds a lab cell may run (nbval's own default is 2000)
+NBVAL_DEFAULT_TIMEOUT = 2000
 
 
 def pytest_configure(config):
@@ -56,11 +66,42 @@ def load_master(nb, path) -> tuple[str | None, object | None]:
 
 
 def graded_source(master, label: str, source: str) -> str:
-    """``q1.check()`` called on the exercise module itself, not on whatever ``q1`` now names."""
+    """``q1.check()`` run by :func:`.integrity.graded_check`: the grader verified, then the module's own ``q1``."""
     module = labs.exercise_module(master)
     if module and source.strip() == f"{label}.check()":
-        return f'__import__("importlib").import_module("{module}").{label}.check()'
+        return integrity.check_cell_source(module, label)
     return source
+
+
+def kit_names(master) -> set[str]:
+    """Names a lab's setup cell gets from the kit: ``q1``... and the exercise module's ``__all__``."""
+    names = {label for label in labs.master_checks(master)}
+    module = labs.exercise_module(master)
+    if module:
+        import importlib
+
+        try:
+            names.update(getattr(importlib.import_module(module), "__all__", ()))
+        except Exception:  # noqa: BLE001 - the check cells will report it
+            pass
+    names.discard("____")
+    return names
+
+
+def refused_source(reason: str) -> str:
+    """A cell that raises GraderChanged (one line in the notebook) instead of running."""
+    message = f"this cell changes the grader: {reason}; the grader did not run it"
+    return (f"raise type('GraderChanged', (AssertionError,), {{'_render_traceback_': "
+            f"lambda self: ['GraderChanged: ' + str(self)]}})({message!r})")
+
+
+def cell_timeout(item) -> float:
+    value = float(item.config.option.nbval_cell_timeout)
+    return LAB_CELL_TIMEOUT if value == NBVAL_DEFAULT_TIMEOUT else value
+
+
+def waits_on_get(source: str) -> bool:
+    return ".get(" in source
 
 
 class MissingCheckError(AssertionError):
@@ -91,6 +132,8 @@ def failure(item, excinfo, label: str | None) -> tuple[str, str]:
     error = next((o for o in outputs if o.get("output_type") == "error"), None)
     if isinstance(getattr(excinfo, "value", None), MissingCheckError):
         return "missing", str(excinfo.value)
+    if error is not None and error.get("ename") == "KeyboardInterrupt" and getattr(item.parent, "timed_out", False):
+        return "error", timed_out_message(item)
     if error is not None:
         ename, evalue = error.get("ename", "Error"), clean(error.get("evalue", ""))
         status = STATUS_BY_ERROR.get(ename, "error")
@@ -103,10 +146,19 @@ def failure(item, excinfo, label: str | None) -> tuple[str, str]:
     if "Cell outputs differ" in text:
         return "incorrect", "the check's output differs from its expected output"
     if "Timeout" in text:
-        return "error", text.split(". ")[0]
+        return "error", timed_out_message(item)
     if "Kernel dead" in text or "Kernel died" in text:
         return "error", "the kernel died before this cell ran"
     return "error", text[:200] or "failed"
+
+
+def timed_out_message(item) -> str:
+    seconds = cell_timeout(item)
+    text = f"timed out: it ran past the {seconds:g} s cell timeout and was stopped"
+    if waits_on_get(getattr(item, "original_source", item.cell.source)):
+        text += (" (it waits for a result, e.g. `.get()`: with no worker running for that queue it waits "
+                 "forever; start one, or pass timeout=)")
+    return text
 
 
 class Grader:
@@ -156,6 +208,7 @@ class Grader:
                         f"no master copy of lab {name} in {solutions_dir()} (set {SOLUTIONS_ENV})"])
                 continue  # not a lab: plain nbval
             checks = labs.master_checks(master, f"master {name}")
+            kit = kit_names(master)
             result = LabResult(notebook=key, lab=name,
                                exercises={label: ExerciseResult(label) for label in checks})
             seen = set()
@@ -171,9 +224,14 @@ class Grader:
                     label = None
                     cell = copy.deepcopy(item.cell)
                     cell.outputs = []  # the learner's own cells: run, not compared
+                    reason = integrity.changes_to_grader(cell.source, kit)
+                    item.original_source = cell.source
+                    if reason:
+                        cell.source = refused_source(reason)
                     item.cell = cell
                     item.options["check"] = False
-                first = next((line.strip() for line in item.cell.source.splitlines() if line.strip()), "")
+                source = getattr(item, "original_source", item.cell.source)
+                first = next((line.strip() for line in source.splitlines() if line.strip()), "")
                 self.items[item] = (key, label, f"code cell {item.cell_num + 1} ({first[:40]})")
                 self.pending[key].add(item)
             position = items.index(cells[-1]) + 1
@@ -202,6 +260,19 @@ class Grader:
             if not pending:
                 self.results[info[0]].state = "done"
                 self.save()
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_call(self, item):
+        """Lab cells get LAB_CELL_TIMEOUT unless the command line sets --nbval-cell-timeout."""
+        option = item.config.option
+        saved = getattr(option, "nbval_cell_timeout", None)
+        if item in self.items and saved is not None:
+            option.nbval_cell_timeout = cell_timeout(item)
+        try:
+            yield
+        finally:
+            if saved is not None:
+                option.nbval_cell_timeout = saved
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):

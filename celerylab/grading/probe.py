@@ -365,10 +365,17 @@ class Trial:
         sent_to = {e.data["queue"] for t in task_ids for e in self.recorder.of(t, "published") if e.data["queue"]}
         self.start_worker(app, sent_to | set(queues) or {app.conf.task_default_queue}, concurrency, **options)
 
-        def done(rec: Recorder) -> bool:
-            return all(rec.final(t) is not None for t in task_ids) or bool(give_up and give_up(rec))
+        wait = self.timeout if timeout is None else timeout
 
-        self.recorder.wait(done, self.timeout if timeout is None else timeout)
+        def retry_too_late(t: str) -> bool:  # its next attempt is planned after the wait ends
+            delays = self.outcome(t).retry_delays
+            return bool(delays) and delays[-1] > wait
+
+        def done(rec: Recorder) -> bool:
+            return all(rec.final(t) is not None or retry_too_late(t) for t in task_ids) \
+                or bool(give_up and give_up(rec))
+
+        self.recorder.wait(done, wait)
         return {t: self.outcome(t) for t in task_ids}
 
     def __exit__(self, exc_type, exc, tb) -> None:

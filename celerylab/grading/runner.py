@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import CeleryLabError
 from . import labs
-from .plugin import RESULTS_ENV, SOLUTIONS_ENV, solutions_dir
+from .plugin import LAB_CELL_TIMEOUT, RESULTS_ENV, SOLUTIONS_ENV, solutions_dir
 from .scorecard import ExerciseResult, LabResult, format_card, load_json, write_csv
 
 FINAL_STATES = ("done", "error", "timed out")
@@ -120,7 +120,7 @@ def _run_batch(paths: list[Path], time_limit: float, cell_timeout: float, on_upd
         return results
 
 
-def grade(paths, time_limit: float = 300, cell_timeout: float = 120, on_result=None) -> list[LabResult]:
+def grade(paths, time_limit: float = 300, cell_timeout: float = LAB_CELL_TIMEOUT, on_result=None) -> list[LabResult]:
     """Grade notebooks; ``on_result(result)`` is called for each, in order, as soon as it is known."""
     paths = [Path(p).resolve() for p in paths]
     final: dict[str, LabResult] = {}
