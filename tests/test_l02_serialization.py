@@ -85,7 +85,7 @@ def test_request_fields_and_the_seed_logging_bug(app):
         logged = worker_log.wait_for(worker.logfile, "failed for order 7", since=mark)
     assert info["id"] == res.id and info["retries"] == 1 and info["task"] == "l02.whoami"
     assert info["delivery_info"]["routing_key"] == "celery"
-    assert info["hostname"] == socket.gethostname()  # Celery's threads pool: the machine's name
+    assert info["hostname"] == socket.gethostname()  # an in-kernel worker: the machine's name
     assert isinstance(broken_outcome, NameError) and "ConnectionError" in broken.traceback
     assert isinstance(fixed_outcome, ConnectionError)
     assert logged == [f"task {fixed.id} failed for order 7"]
@@ -109,3 +109,15 @@ def test_a_worker_process_knows_its_modules_and_refuses_unknown_names(app):
         assert remote["hostname"] == process.nodename
     finally:
         process.terminate()
+
+
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
+def test_request_hostname_is_the_node_name_on_any_worker_process(app, pool):
+    """Lesson 02: request.hostname depends on how the worker started, not on its pool."""
+    process = celerylab.spawn_worker("celerylab.lessons.l02_serialization", pool=pool, concurrency=1,
+                                     queues=[l02.PROCESS_QUEUE], hostname=f"test-l02-{pool}@%h").wait_ready()
+    try:
+        remote = app.send_task("l02.whoami", queue=l02.PROCESS_QUEUE).get(timeout=20)
+    finally:
+        process.terminate()
+    assert remote["hostname"] == process.nodename != socket.gethostname()
