@@ -31,6 +31,12 @@ def _decode(data):
     return json.loads(data, object_hook=lambda d: set(d["__set__"]) if d.keys() == {"__set__"} else d)
 
 
+def _decode_lists_as_sets(data):
+    """A decode() that makes every list argument a set (the body is [args, kwargs, embed])."""
+    args, kwargs, embed = _decode(data)
+    return [[set(a) if isinstance(a, list) else a for a in args], kwargs, embed]
+
+
 @pytest.fixture
 def sets_unregistered():
     try:
@@ -58,6 +64,20 @@ def test_q1_serializer_registered_accepted_and_decoding_sets(app, sets_unregiste
     app.conf.accept_content = ["json", ex.SETS_NAME]
     with pytest.raises(ExerciseIncorrect, match="not a set"):
         ex.q1.check(ns)  # decode() leaves {"__set__": [...]} as a dict
+    # decode() that turns every list into a set: the list must arrive unchanged
+    register(ex.SETS_NAME, _encode, _decode_lists_as_sets, content_type=ex.SETS_CONTENT_TYPE,
+             content_encoding="utf-8")
+    with pytest.raises(ExerciseIncorrect, match="a plain JSON value should arrive unchanged"):
+        ex.q1.check(ns)
+    # encode() that is not JSON (pickle in base64): the statement asks for a JSON string
+    import base64
+    import pickle
+
+    register(ex.SETS_NAME, lambda obj: base64.b64encode(pickle.dumps(obj)).decode(),
+             lambda data: pickle.loads(base64.b64decode(data)),  # noqa: S301 - the mistake under test
+             content_type=ex.SETS_CONTENT_TYPE, content_encoding="utf-8")
+    with pytest.raises(ExerciseIncorrect, match="did not return a JSON string"):
+        ex.q1.check(ns)
     register(ex.SETS_NAME, _encode, _decode, content_type=ex.SETS_CONTENT_TYPE, content_encoding="utf-8")
     ex.q1.check(ns)
     assert "Correct: q1:" in capsys.readouterr().out
@@ -91,6 +111,22 @@ def test_q3_request_facts_and_the_seed_bug(app, capsys):
     with pytest.raises(ExerciseIncorrect, match="taken from the queue 'audit'"):
         ex.q3.check({"audit": audit_fixed_queue})
 
+    @app.task(name="test_lab02.audit_no_retries", bind=True, shared=False)
+    def audit_no_retries(self, note):  # retries not read from self.request
+        return {"note": note, "id": self.request.id, "queue": self.request.delivery_info["routing_key"],
+                "retries": 0}
+
+    with pytest.raises(ExerciseIncorrect, match="reported 0 retries; it was sent as a run with 2 retries"):
+        ex.q3.check({"audit": audit_no_retries})
+
+    @app.task(name="test_lab02.audit_other_id", bind=True, shared=False)
+    def audit_other_id(self, note):  # the task's name, not this run's id
+        return {"note": note, "id": self.name,
+                "queue": self.request.delivery_info["routing_key"], "retries": self.request.retries}
+
+    with pytest.raises(ExerciseIncorrect, match="not its own task id"):
+        ex.q3.check({"audit": audit_other_id})
+
     @app.task(name="test_lab02.audit", bind=True, shared=False)
     def audit(self, note):
         return {"note": note, "id": self.request.id, "queue": self.request.delivery_info["routing_key"],
@@ -109,6 +145,10 @@ def test_q4_pickle_is_refused_and_msgpack_is_the_default(embedded, capsys):
                                   accept_content=["msgpack", "json", "pickle"])
     with pytest.raises(ExerciseIncorrect, match="ran code"):
         ex.q4.check({"secure_app": unsafe})
+    msgpack_only = celerylab.create_app("test_lab02_msgpack_only", task_serializer="msgpack",
+                                        accept_content=["msgpack"])
+    with pytest.raises(ExerciseIncorrect, match="did not run a json message"):
+        ex.q4.check({"secure_app": msgpack_only})
     secure = celerylab.create_app("test_lab02_secure", task_serializer="msgpack", accept_content=["msgpack", "json"])
     ex.q4.check({"secure_app": secure})
     assert "Correct: q4:" in capsys.readouterr().out

@@ -11,6 +11,8 @@ received, whether a worker *process* (that never saw the notebook) found the tas
 """
 from __future__ import annotations
 
+import json
+
 from celery import Celery
 from celery.result import AsyncResult, EagerResult
 from kombu.serialization import registry
@@ -97,6 +99,13 @@ class SetsSerializer(BindHint, BehaviourCheck):
         if not _accepts(task.app, SETS_NAME, SETS_CONTENT_TYPE):
             raise ExerciseIncorrect(f"app's workers accept {list(task.app.conf.accept_content)}: a worker would "
                                     f"refuse {SETS_NAME} messages (ContentDisallowed). Add it to accept_content")
+        codec = registry._encoders[SETS_NAME]
+        try:
+            body = codec.encoder({"a", "b"})
+            json.loads(body)
+        except Exception as exc:  # noqa: BLE001 - any encoder failure, reported
+            raise ExerciseIncorrect(f"your encode() of a set did not return a JSON string "
+                                    f"({describe_exc(exc)}): write sets as JSON that decode() recognises") from None
         with self.trial() as trial:
             sent = []
             for args, expected in self.cases:
@@ -186,7 +195,7 @@ class RequestFacts(BindHint, BehaviourCheck):
     """``audit(note)`` (bound) reports its own id, queue and retries from ``self.request``."""
 
     task = "audit"
-    calls = (("first", "celery"), ("second", "audit"))
+    calls = (("first", "celery", 0), ("second", "audit", 2))  #: note, queue, retries before this run
     correct = "audit reads its id, queue and retries from self.request, on a real worker."
     hints = (
         "Declare the task with `@app.task(bind=True)`: its first parameter, `self`, is the task, and "
@@ -204,12 +213,14 @@ class RequestFacts(BindHint, BehaviourCheck):
         task = self.task_named(ns, self.task)
         with self.trial() as trial:
             sent = []
-            for note, queue in self.calls:
-                call = f"{short(task.name)}.apply_async(({note!r},), queue={queue!r})"
-                value = self.run_learner(trial, call, task.apply_async, (note,), queue=queue, name=self.task)
-                sent.append((note, queue, self.sent(trial, call, value)))
-            outcomes = trial.run(task.app, [pub.task_id for _, _, pub in sent], queues=[q for _, q in self.calls])
-            for note, queue, pub in sent:
+            for note, queue, retries in self.calls:
+                extra = f", retries={retries}" if retries else ""
+                call = f"{short(task.name)}.apply_async(({note!r},), queue={queue!r}{extra})"
+                value = self.run_learner(trial, call, task.apply_async, (note,), queue=queue, retries=retries,
+                                         name=self.task)
+                sent.append((note, queue, retries, self.sent(trial, call, value)))
+            outcomes = trial.run(task.app, [pub.task_id for *_, pub in sent], queues=[q for _, q, _ in self.calls])
+            for note, queue, retries, pub in sent:
                 call = fmt_call(self.task, (note,))
                 outcome = outcomes[pub.task_id]
                 self.finished(call, outcome)
@@ -227,8 +238,9 @@ class RequestFacts(BindHint, BehaviourCheck):
                 if got["queue"] != queue:
                     raise ExerciseIncorrect(f"{call} was taken from the queue {queue!r} but reported "
                                             f"{describe(got['queue'])}")
-                if got["retries"] != 0:
-                    raise ExerciseIncorrect(f"{call} reported {describe(got['retries'])} retries; it ran once")
+                if got["retries"] != retries:
+                    raise ExerciseIncorrect(f"{call} reported {got['retries']!r} retries; it was sent as "
+                                            f"a run with {retries} retries before it")
                 if got["note"] != note:
                     raise ExerciseIncorrect(f"{call} reported the note {describe(got['note'])}")
 
