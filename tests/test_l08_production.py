@@ -284,3 +284,45 @@ def test_lab_pool_check_measures_threads_as_one_core(lab):
 
     with pytest.raises(ExerciseIncorrect, match="threads pool ran the 4 CPU-bound tasks in one process"):
         q3.check(namespace={"pool": "threads", "concurrency": 4})
+
+
+# -- lesson 08's corrections, checked against the installed Celery and redis-server ---------------
+def test_retry_on_worker_lost_is_a_celery_setting_off_by_default(lab):
+    """Lesson 08 teaches task_retry_on_worker_lost (Celery 5.7): off by default, a task option too."""
+    assert lab.app.conf.task_retry_on_worker_lost is False
+    assert lab.poison_retry.retry_on_worker_lost is True and lab.poison_retry.max_retries == 2
+    assert lab.poison.reject_on_worker_lost is True and not lab.poison.retry_on_worker_lost
+
+
+def test_a_stock_redis_server_snapshots_but_has_no_aof_as_recorded(lab, redis_server_bin):
+    """The lesson's recorded CONFIG GET (shown when no redis-server is installed) is what a stock
+    redis-server says: RDB snapshots on, AOF off."""
+    import redis
+
+    with lab.stock_redis_server() as server:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        got = {**client.config_get("save"), **client.config_get("appendonly")}
+        version = client.info("server")["redis_version"]
+        client.close()
+    assert got == lab.RECORDED_STOCK_REDIS["config"], f"redis-server {version}: {got}"
+    assert got["save"] != "" and got["appendonly"] == "no"
+
+
+@pytest.mark.slow
+def test_retry_on_worker_lost_ends_the_poison_loop_after_max_retries(lab):
+    lab.reset("t-poison", "t-bounded")
+    worker = celerylab.spawn_worker(M, queues=["t-poison"], task_acks_late=True)
+    try:
+        worker.wait_ready()
+        p = lab.poison.apply_async(("t-poison",), queue="t-poison")
+        b = lab.poison_retry.apply_async(("t-bounded",), queue="t-poison")
+        assert type(b.get(timeout=30, propagate=False)).__name__ == "WorkerLostError"
+        assert b.state == "FAILURE" and lab.runs("t-bounded") == 3  # 1 + max_retries
+        assert lab.wait_for(lambda: lab.where_is(b.id) == "gone", timeout=5)
+        assert lab.wait_for(lambda: lab.runs("t-poison") >= 4, timeout=30)  # reject_on_worker_lost: no bound
+        lab.app.control.revoke(p.id)
+        assert lab.wait_for(lambda: "Discarding revoked task" in worker.logfile.read_text(), timeout=30)
+        assert lab.runs("t-bounded") == 3
+    finally:
+        lab.kill_workers(worker)
+        assert lab.reaped()

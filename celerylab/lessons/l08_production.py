@@ -69,9 +69,20 @@ def slow_requeue(seconds: float, label: str) -> str:
     return slow.run(seconds, label)
 
 
-@app.task(name="l08.poison")
+@app.task(name="l08.poison", acks_late=True, reject_on_worker_lost=True)
 def poison(label: str) -> None:
-    """Kills the process that runs it: a segfault, the OOM killer, a C extension's abort()."""
+    """Kills the process that runs it (a segfault, the OOM killer, a C extension's abort());
+    requeued each time its process dies (``reject_on_worker_lost``): a poison message."""
+    note(label, "start")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@app.task(name="l08.poison_retry", bind=True, acks_late=True, reject_on_worker_lost=True,
+          retry_on_worker_lost=True, max_retries=2, default_retry_delay=0)
+def poison_retry(self, label: str) -> None:
+    """:func:`poison` with ``retry_on_worker_lost`` (Celery 5.7): each lost process becomes a retry,
+    so ``max_retries`` (2 here: three executions) ends the loop; ``default_retry_delay`` is the
+    countdown of those retries (0 here, 180 s by default)."""
     note(label, "start")
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -485,3 +496,24 @@ def restart_broker_demo(n: int = 3) -> tuple[int, int]:
     finally:
         server.stop()
     return before, after
+
+
+# ---------------------------------------------------------------------------------------
+# A stock redis-server (section 3 of the lesson): what persistence Redis has out of the box
+# ---------------------------------------------------------------------------------------
+#: ``CONFIG GET save`` / ``CONFIG GET appendonly`` on a redis-server started with no configuration
+#: file, recorded for machines without redis-server; tests/test_l08_production.py re-checks it
+#: against the installed redis-server.
+RECORDED_STOCK_REDIS = {"version": "7.0.15", "config": {"save": "3600 1 300 100 60 10000", "appendonly": "no"}}
+
+
+def stock_redis_server():
+    """A :class:`celerylab.servers.RedisServer` started with Redis's own defaults: only port, bind
+    address and data folder on the command line (the kit's servers turn snapshots off)."""
+    from celerylab.servers import LOOPBACK, RedisServer
+
+    class StockRedisServer(RedisServer):
+        def command(self) -> list[str]:
+            return [self.binary(), "--port", str(self.port), "--bind", LOOPBACK, "--dir", self.datadir]
+
+    return StockRedisServer()
