@@ -42,13 +42,35 @@ def lesson():
         os.environ["CELERYLAB_BROKER_URL"] = saved
 
 
+def attempts(view, result, timeout=5.0):
+    """The task's task-started events (one per run), as the notebook counts them."""
+    deadline = time.monotonic() + timeout
+    while not [e for e in view.timeline if e.uuid == result.id and e.type in ("task-succeeded", "task-failed")]:
+        assert time.monotonic() < deadline, f"no final event for {result.id}"
+        time.sleep(0.02)
+    return [e for e in view.timeline if e.uuid == result.id and e.type == "task-started"]
+
+
+def gaps(view, result, ndigits=3):
+    starts = [e.time for e in attempts(view, result)]
+    return [round(b - a, ndigits) for a, b in zip(starts, starts[1:])]
+
+
+def since_first(view, result):
+    starts = [e.time for e in attempts(view, result)]
+    return [t - starts[0] for t in starts]
+
+
 def test_a_manual_retry_reruns_the_same_id_after_its_countdown(lesson):
     l05, view = lesson
     res = l05.flaky_api.delay(fail_times=2)
     assert res.get(timeout=10) == "answered on attempt 3"
-    assert l05.runs(view, res) == 3
-    gaps = l05.attempt_gaps(view, res, ndigits=3)
-    assert all(0.19 <= g < 0.35 for g in gaps), gaps
+    assert len(attempts(view, res)) == 3
+    assert {e.uuid for e in attempts(view, res)} == {res.id}
+    measured = gaps(view, res)
+    assert all(0.19 <= g < 0.35 for g in measured), measured
+    types = [e.type for e in view.timeline if e.uuid == res.id]
+    assert types.count("task-retried") == 2 and types.count("task-sent") == 3
 
 
 def test_max_retries_3_means_four_runs_and_what_is_raised(lesson):
@@ -56,14 +78,31 @@ def test_max_retries_3_means_four_runs_and_what_is_raised(lesson):
     with_exc, without = l05.always_down.delay(pass_exc=True), l05.always_down.delay(pass_exc=False)
     assert isinstance(with_exc.get(timeout=10, propagate=False), ConnectionError)
     assert isinstance(without.get(timeout=10, propagate=False), MaxRetriesExceededError)
-    assert l05.runs(view, with_exc) == 4 and l05.runs(view, without) == 4
+    assert len(attempts(view, with_exc)) == 4 and len(attempts(view, without)) == 4
 
 
 def test_without_a_countdown_the_retry_waits_180_seconds(lesson):
+    from datetime import datetime
+
+    from celery import signals
+
     l05, _ = lesson
-    res = l05.no_countdown.delay()
-    l05.publish_log.wait_for_retries(res.id, 1)
-    [wait] = l05.publish_log.planned_waits(res.id, 3)
+    published = []
+
+    def remember(sender=None, headers=None, **kwargs):
+        published.append((time.time(), dict(headers or {})))
+
+    signals.before_task_publish.connect(remember, weak=False, dispatch_uid="test-l05-published")
+    try:
+        res = l05.no_countdown.delay()
+        deadline = time.monotonic() + 10
+        while not [h for _, h in published if h.get("id") == res.id and h.get("retries") == 1]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        signals.before_task_publish.disconnect(remember, dispatch_uid="test-l05-published")
+    [wait] = [datetime.fromisoformat(h["eta"]).timestamp() - when
+              for when, h in published if h.get("id") == res.id and h.get("retries") == 1]
     assert 179 < wait <= 180
     assert l05.wait_for_state(res, "RETRY") == "RETRY"
     res.revoke()
@@ -73,7 +112,7 @@ def test_retry_backoff_below_one_second_still_waits_a_second(lesson):
     l05, view = lesson
     res = l05.fetch_rates_fast.delay("USD")
     assert res.get(timeout=10) == "USD rates (attempt 2)"
-    [gap] = l05.attempt_gaps(view, res, ndigits=3)
+    [gap] = gaps(view, res)
     assert 0.99 <= gap < 1.2
 
 
@@ -83,28 +122,49 @@ def test_the_seed_formula_keeps_a_herd_together_and_jitter_spreads_it(lesson):
     spread = [l05.jitter_backoff.delay(c, scale=0.1) for c in range(4)]
     for res in herd + spread:
         res.get(timeout=10, propagate=False)
-    herd_back, jitter_back = l05.since_first_run(view, herd), l05.since_first_run(view, spread)
-    assert len(herd_back) == 4  # four runs each
+    herd_back = [since_first(view, r) for r in herd]
+    jitter_back = [since_first(view, r) for r in spread]
+    assert all(len(runs) == 4 for runs in herd_back + jitter_back)  # four runs each
     for n in (1, 2, 3):
-        assert max(herd_back[n]) - min(herd_back[n]) < 0.03, (n, herd_back[n])
-        assert abs(herd_back[n][0] - 0.1 * (2 ** n - 1)) < 0.05, (n, herd_back[n])
+        herd_n = [runs[n] for runs in herd_back]
+        assert max(herd_n) - min(herd_n) < 0.03, (n, herd_n)
+        assert abs(herd_n[0] - 0.1 * (2 ** n - 1)) < 0.05, (n, herd_n)
         # a jittered countdown shorter than the trip through the broker starts late by that trip
-        plan = l05.planned_since_first_run(range(4), n, 0.1)
-        assert all(-0.01 < got - want < 0.1 for got, want in zip(jitter_back[n], plan)), (n, jitter_back[n], plan)
+        plan = [sum(l05.jitter_for(c, k, 0.1) for k in range(n)) for c in range(4)]
+        got = [runs[n] for runs in jitter_back]
+        assert all(-0.01 < g - want < 0.1 for g, want in zip(got, plan)), (n, got, plan)
 
 
-def test_a_task_that_runs_twice_charges_once_by_task_id(lesson):
-    l05, _ = lesson
+def test_a_retry_keeps_the_task_id_and_charges_again_without_deduplication(lesson):
+    l05, view = lesson
     l05.reset_ledger()
-    l05.charge_naive.delay(1, 9.99).get(timeout=10)
+    res = l05.charge_naive.delay(1, 9.99)
+    res.get(timeout=10)
+    assert len(attempts(view, res)) == 2 and {e.uuid for e in attempts(view, res)} == {res.id}
     assert l05.ledger() == ["order 1: 9.99 EUR"] * 2
+
+
+def test_a_task_id_key_catches_a_retry_but_not_the_same_order_sent_twice(lesson):
+    l05, view = lesson
     l05.reset_ledger()
-    l05.charge_once.delay(2, 9.99).get(timeout=10)
-    twice = [l05.charge_once.apply_async((3, 5.0), task_id="test-l05-payment-3") for _ in range(2)]
-    for res in twice:
+    clicks = [l05.charge_by_task_id.apply_async((2, 9.99)) for _ in range(2)]
+    for res in clicks:
         res.get(timeout=10)
-    time.sleep(0.2)
-    assert l05.ledger() == ["order 2: 9.99 EUR", "order 3: 5.00 EUR"]
+    assert clicks[0].id != clicks[1].id
+    assert sum(len(attempts(view, r)) for r in clicks) == 4      # each message retried once
+    assert l05.ledger() == ["order 2: 9.99 EUR"] * 2               # retries caught, the 2nd send not
+
+
+def test_a_business_key_charges_once_per_order(lesson):
+    l05, view = lesson
+    l05.reset_ledger()
+    twice = [l05.charge_once.apply_async((3, 5.0)) for _ in range(2)]
+    redelivered = [l05.charge_once.apply_async((4, 7.5), task_id="test-l05-payment-4") for _ in range(2)]
+    for res in twice + redelivered:
+        res.get(timeout=10)
+    assert twice[0].id != twice[1].id and sum(len(attempts(view, r)) for r in twice) == 4
+    assert redelivered[0].id == redelivered[1].id
+    assert sorted(l05.ledger()) == ["order 3: 5.00 EUR", "order 4: 7.50 EUR"]
 
 
 def test_jitter_samples_are_seeded_and_leave_random_alone():

@@ -72,29 +72,12 @@ def bound_logging_example(self):
     return self.request.id
 
 
-def spawn_reports_worker(queues=("reports",)):
-    """``reports@worker-b``: a worker *process* (threads pool) for this lesson's tasks, like a
-    second machine: ``terminate()`` is a real SIGTERM (warm shutdown, worker-offline event),
-    and a SIGKILL would be a real crash (no goodbye, only missing heartbeats)."""
-    return celerylab.spawn_worker(__name__, pool="threads", concurrency=2, queues=list(queues),
-                                  hostname=WORKER_B)
-
-
-def setup(hostname: str = WORKER_A, concurrency: int = 4, sentry: bool = True):
-    """Broker, app, an in-kernel worker on the default queue (``orders@worker-a``) and a worker
-    process on ``reports`` (``reports@worker-b``, still starting when this returns); empties
-    the lesson's queues first. Returns both workers.
-
-    With ``sentry=True`` Sentry is initialised first (in-memory transport), as production code
-    must: in the worker process, before the worker starts.
-    """
+def prepare() -> None:
+    """Empty the lesson's queues (every priority band list on Redis), so a re-run starts clean,
+    and import plotly's widget module in the background (1-2 s) while the lesson starts workers."""
     from celerylab.metrics import QueueLengths
 
-    if sentry:
-        sentry_to_memory()
-    # plotly's widget module takes 1-2 s to import; load it while the lesson waits on I/O.
     threading.Thread(target=_import_plotly_widgets, name="celerylab-warm-plotly", daemon=True).start()
-
     app.control.purge()
     q = QueueLengths(app)
     try:
@@ -103,8 +86,6 @@ def setup(hostname: str = WORKER_A, concurrency: int = 4, sentry: bool = True):
             q._client.delete(*keys)
     finally:
         q.close()
-    worker_b = spawn_reports_worker()
-    return celerylab.start_worker(app, hostname=hostname, concurrency=concurrency), worker_b
 
 
 def _import_plotly_widgets() -> None:
@@ -162,7 +143,8 @@ def memory_transport():
 
 
 def sentry_to_memory(dsn: str = "http://public@127.0.0.1/1") -> None:
-    """``sentry_sdk.init`` with the Celery integration and an in-memory transport.
+    """``sentry_sdk.init`` with the Celery integration and an in-memory transport (what the
+    lesson's Sentry cell does in the open; the tests call this).
 
     The DSN names a local project but nothing is ever sent: the transport keeps the envelopes.
     Call it before the worker starts: Sentry hooks into the tracer a worker builds for each task
@@ -174,8 +156,19 @@ def sentry_to_memory(dsn: str = "http://public@127.0.0.1/1") -> None:
 
     sentry_sdk.init(dsn=dsn, transport=memory_transport(), integrations=[CeleryIntegration()],
                     default_integrations=False, auto_enabling_integrations=False)
-    # A worker's consumer imports ``build_tracer`` by name; if that module was imported before
-    # Sentry patched Celery (another lesson's worker in this kernel), point it at the patch.
+    use_patched_tracer()
+
+
+def use_patched_tracer() -> None:
+    """Point Celery's worker consumer at Sentry's ``build_tracer``.
+
+    ``sentry_sdk.init`` replaces ``celery.app.trace.build_tracer``; the worker consumer module
+    imported that name when it was first imported. In a worker process that inits Sentry at the
+    import of its Celery module that happens after the patch; in a kernel that already ran a
+    worker before ``init``, it happened before, and workers started later would still build
+    unpatched tracers (threads and solo pools: the consumer builds them; prefork children
+    import the name afresh).
+    """
     import sys
 
     from celery.app import trace
