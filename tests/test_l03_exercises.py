@@ -73,8 +73,10 @@ def test_q2_half_second_deadline_passes_and_wrong_deadlines_fail(ns, capsys):
     announce = ns["announce"]
     check(ex.q2, ns, send_flash_sale=lambda item: announce.apply_async(args=[item], expires=0.5))
     assert "Correct: q2:" in capsys.readouterr().out
-    fails(ex.q2, ns, "still ran", send_flash_sale=lambda item: announce.delay(item))
-    fails(ex.q2, ns, "too short", send_flash_sale=lambda item: announce.apply_async(args=[item], expires=0.01))
+    fails(ex.q2, ns, "without a deadline", send_flash_sale=lambda item: announce.delay(item))
+    fails(ex.q2, ns, "0.0 s to start", send_flash_sale=lambda item: announce.apply_async(args=[item], expires=0.01))
+    # a deadline that still drops the late sale here, but is not "within half a second"
+    fails(ex.q2, ns, "0.9 s to start", send_flash_sale=lambda item: announce.apply_async(args=[item], expires=0.9))
 
 
 # -- q3 ----------------------------------------------------------------------------------------
@@ -94,6 +96,12 @@ def test_q3_wrong_schedules(ns):
     fails(ex.q3, ns, "fires every minute|03:15", beat_schedule=good_schedule(ns, hour=3))
     fails(ex.q3, ns, "15:30", beat_schedule=good_schedule(ns, hour="3,15", minute=30))
     fails(ex.q3, ns, "Sunday", beat_schedule=good_schedule(ns, hour=3, minute=30, day_of_week="mon-fri"))
+    # every day means all seven, and the 31st: Wednesday and Sunday alone do not prove it
+    fails(ex.q3, ns, "Saturday", beat_schedule=good_schedule(ns, hour=3, minute=30, day_of_week="0-5"))
+    fails(ex.q3, ns, "the 31st", beat_schedule=good_schedule(ns, hour=3, minute=30, day_of_month="1-30"))
+    extra = good_schedule(ns)
+    extra["hourly"] = {"task": ns["heartbeat"].name + "-other", "schedule": 3600}
+    fails(ex.q3, ns, "'hourly' besides the two", beat_schedule=extra)
     slow = good_schedule(ns)
     slow["heartbeat"]["schedule"] = 5
     fails(ex.q3, ns, "every half second|every 0.5 s", beat_schedule=slow)

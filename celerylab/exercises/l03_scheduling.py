@@ -102,12 +102,38 @@ class FlashSaleDeadline(BehaviourCheck):
             return announce.apply_async(args=[item], expires=0.5)
     """
 
+    deadline = (0.3, 0.8)  #: accepted deadline, seconds after sending ("within half a second")
+
     def _check(self, ns):
+        from celery.signals import before_task_publish
+
         send = self.callable_named(ns, self.sender)
         task = self.task_named(ns, self.task)
+        expires = {}
+
+        def _note_expires(headers=None, **_):  # the deadline each message carries
+            headers = headers or {}
+            expires[headers.get("id")] = (headers.get("expires"), time.time())
+
+        before_task_publish.connect(_note_expires, weak=False)
+        try:
+            self._run(send, task, expires)
+        finally:
+            before_task_publish.disconnect(_note_expires)
+
+    def _run(self, send, task, expires):
         with Trial(self.timeout) as trial:
             late_call = fmt_call(self.sender, ("boots",))
             late = self.sent(trial, late_call, self.run_learner(trial, late_call, send, "boots", name=self.sender))
+            stamp, sent_at = expires.get(late.task_id, (None, None))
+            if stamp is None:
+                raise ExerciseIncorrect(f"{late_call} sent the task without a deadline (expires): a worker "
+                                        f"would run it however late")
+            left = _parse(stamp).timestamp() - sent_at
+            lo, hi = self.deadline
+            if not lo <= left <= hi:
+                raise ExerciseIncorrect(f"{late_call} gave the task {left:.1f} s to start: it should be dropped "
+                                        f"unless a worker starts it within half a second")
             time.sleep(1.0)  # no worker yet: a half-second deadline passes
             ok_call = fmt_call(self.sender, ("scarves",))
             ok = self.sent(trial, ok_call, self.run_learner(trial, ok_call, send, "scarves", name=self.sender))
@@ -133,6 +159,8 @@ class FlashSaleDeadline(BehaviourCheck):
 
 # -- q3: a beat schedule ---------------------------------------------------------------------
 _SUNDAY, _WEDNESDAY = date(2024, 6, 23), date(2024, 6, 26)
+#: "every day": the other five days of that week, and a 31st (a day_of_month range can miss it)
+_OTHER_DAYS = [date(2024, 6, d) for d in (24, 25, 27, 28, 29)] + [date(2024, 7, 31)]
 
 
 def _with_clock(entry_schedule, clock, app):
@@ -184,6 +212,10 @@ class BeatSchedule(BehaviourCheck):
         for name, entry in value.items():
             if not isinstance(entry, dict) or "schedule" not in entry:
                 raise ExerciseIncorrect(f"entry {name!r} has no 'schedule'")
+        extra = sorted(set(value) - {hb_name, cl_name})
+        if extra:
+            raise ExerciseIncorrect(f"beat_schedule has {len(value)} entries ({', '.join(map(repr, extra))} "
+                                    f"besides the two asked for): beat would send those too")
         if not isinstance(cl["schedule"], crontab):
             raise ExerciseIncorrect(f"entry {cl_name!r} has schedule {describe(cl['schedule'])}: "
                                     f"a time of day needs a crontab(...)")
@@ -213,6 +245,7 @@ class BeatSchedule(BehaviourCheck):
         cases = [("03:29:59.6", _WEDNESDAY, "03:30", True), ("03:29:59.6", _SUNDAY, "03:30", True),
                  ("15:29:59.6", _WEDNESDAY, "15:30", False), ("03:14:59.6", _WEDNESDAY, "03:15", False),
                  ("02:29:59.6", _WEDNESDAY, "02:30", False)]
+        cases += [("03:29:59.6", day, "03:30", True) for day in _OTHER_DAYS]
         beats = []
         try:
             for i, (when, day, _, _) in enumerate(cases):
@@ -225,7 +258,7 @@ class BeatSchedule(BehaviourCheck):
             app.control.purge()  # no message the check's beats sent may linger in the queue
         for (_, day, minute, fires), beat in zip(cases, beats):
             sent = beat.sent_count(cleanup.name)
-            label = f"{minute} on a {day.strftime('%A')}"
+            label = f"{minute} on a {day.strftime('%A')}" + (f" the {day.day}st" if day.day == 31 else "")
             if fires and not sent:
                 raise ExerciseIncorrect(f"beat did not send nightly_cleanup at {label}")
             if not fires and sent:
