@@ -45,10 +45,10 @@ def test_q1_routes(ns, capsys):
         check(ex.q1, ns, task_routes=ex.____)
 
 
-def sender(job, priorities, order=("backup", "invoice", "alert")):
+def sender(job, priorities, order=("backup", "invoice", "alert"), **options):
     def send_jobs():
         for kind in order:
-            job.apply_async((kind,), priority=priorities[kind])
+            job.apply_async((kind,), priority=priorities[kind], **options)
     return send_jobs
 
 
@@ -60,6 +60,9 @@ def test_q2_priorities(ns, capsys):
     fails(ex.q2, ns, r"order \['backup', 'invoice', 'alert'\]", send_jobs=sender(job, {"backup": 0, "invoice": 5, "alert": 9}))
     # one band: first in, first out
     fails(ex.q2, ns, r"order \['backup', 'invoice', 'alert'\]", send_jobs=sender(job, {"backup": 2, "invoice": 1, "alert": 0}))
+    # the right priorities, but not on the default queue
+    fails(ex.q2, ns, "send them to the default queue, 'celery'",
+          send_jobs=sender(job, {"backup": 6, "invoice": 3, "alert": 0}, queue="jobs"))
     # sending them in the wanted order instead of using priority
     fails(ex.q2, ns, "send them in the order", send_jobs=sender(job, {"backup": 0, "invoice": 0, "alert": 0},
                                                                  order=("alert", "invoice", "backup")))

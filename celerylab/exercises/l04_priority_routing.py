@@ -118,7 +118,12 @@ class UrgentFirst(BehaviourCheck):
         if len(queues) != 1:
             raise ExerciseIncorrect(f"{call} sent the jobs to different queues ({', '.join(sorted(queues))}): "
                                     f"keep them on one queue and use priority")
-        order = _run_in_order(self, job.app, [p.task_id for p in pubs], queues.pop(), self.timeout)
+        queue = queues.pop()
+        default = job.app.conf.task_default_queue or "celery"
+        if queue != default:
+            raise ExerciseIncorrect(f"{call} sent the jobs to the queue {queue!r}; send them to the default "
+                                    f"queue, {default!r}")
+        order = _run_in_order(self, job.app, [p.task_id for p in pubs], queue, self.timeout)
         if order != self.expected:
             prios = ", ".join(f"{label}={p.data['priority']}" for label, p in zip(labels, pubs))
             raise ExerciseIncorrect(f"with priorities {prios} one worker ran them in the order {order!r}; "
