@@ -161,3 +161,64 @@ def test_worker_log_strips_prefixes_and_waits(tmp_path):
     with pytest.raises(TimeoutError):
         worker_log.wait_for(log, "never there", timeout=0.1)
     assert worker_log.mark(tmp_path / "missing.log") == 0 and worker_log.lines(tmp_path / "missing.log") == []
+
+
+def test_chain_passes_the_result_as_first_argument_and_si_ignores_it(app):
+    """Lesson 01's signatures section: a chain prepends the previous result; .si() does not."""
+    add, slow = app.tasks["l01.add"], app.tasks["l01.slow"]
+    with celerylab.run_worker(app):
+        # slow(seconds, value): 0 from add(0, 0) must land in `seconds`, "kept" stays the value.
+        assert (add.s(0, 0) | slow.s("kept")).delay().get(timeout=10) == "kept"
+        chained = (add.s(2, 3) | add.s(10)).delay()
+        assert chained.get(timeout=10) == 15 and chained.parent.get(timeout=10) == 5
+        assert (add.s(2, 3) | add.si(1, 1)).delay().get(timeout=10) == 2
+    assert str(add.s(2, 3)) == "l01.add(2, 3)" and add.s(2, 3).args == (2, 3)
+
+
+def test_terms_lesson_01_prints_match_celery_and_kombu():
+    """Defaults lesson 01 states: events off, early acks, kombu's unacked hash, visibility timeout, bands."""
+    import kombu.transport.redis as redis_transport
+    from celery.app.defaults import DEFAULTS
+
+    assert DEFAULTS["worker_send_task_events"] is False and DEFAULTS["task_send_sent_event"] is False
+    assert DEFAULTS["task_acks_late"] is False and DEFAULTS["event_exchange"] == "celeryev"
+    assert redis_transport.Channel.unacked_key == "unacked"
+    assert redis_transport.Channel.visibility_timeout == 3600
+    assert redis_transport.Channel.priority_steps == [0, 3, 6, 9]
+
+
+def test_kafka_transport_has_no_fanout_no_shared_bindings_and_needs_its_client():
+    """Lesson 01's Kafka cell (evidence:myth-kafka), re-checked against the installed kombu and Celery."""
+    import ast
+    import importlib
+    import importlib.util
+    import pathlib
+
+    import kombu.transport.redis as redis_transport
+    import kombu.transport.virtual as virtual_transport
+    from celery import Celery
+    from celery.events.event import get_exchange
+    from kombu import Connection
+
+    path = pathlib.Path(importlib.util.find_spec("kombu.transport.confluentkafka").origin)
+    tree = ast.parse(path.read_text())
+    doc = ast.get_docstring(tree)
+    for feature in ("Fanout", "Priority", "TTL"):
+        assert f"* Supports {feature}: No" in doc
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    assert [ast.unparse(b) for b in classes["Transport"].bases] == ["virtual.Transport"]
+    assert [ast.unparse(b) for b in classes["Channel"].bases] == ["virtual.Channel"]
+    defined = {t.id for n in classes["Transport"].body if isinstance(n, ast.Assign) for t in n.targets
+               if isinstance(t, ast.Name)}
+    assert "implements" not in defined
+    assert "fanout" not in virtual_transport.Transport.implements.exchange_type
+    assert "fanout" in redis_transport.Transport.implements.exchange_type
+    channel_methods = {n.name for n in classes["Channel"].body if isinstance(n, ast.FunctionDef)}
+    assert "get_table" not in channel_methods and "get_table" in vars(redis_transport.Channel)
+    assert virtual_transport.Channel.get_table is not redis_transport.Channel.get_table
+    assert Celery("kafka_check", set_as_current=False).control.mailbox.type == "fanout"
+    # Events use a topic exchange on every transport but Redis (and gcpubsub): bound per process on Kafka.
+    assert get_exchange(Connection("memory://")).type == "topic"
+    if importlib.util.find_spec("confluent_kafka") is None:
+        with pytest.raises(Exception):
+            importlib.import_module("kombu.transport.confluentkafka")

@@ -328,3 +328,21 @@ def test_a_spawned_workers_command_starts_the_same_worker(app, tmp_path):
     finally:
         celerylab.processes.kill_group(proc.pid, signal.SIGKILL, wait=5)
         proc.wait(10)
+
+
+@pytest.mark.slow
+def test_a_hard_time_limit_fires_on_prefork_but_not_on_threads(app, tasks):
+    """Lesson 00 section 6: the threads pool lets a task run past time_limit; prefork kills it."""
+    from celery.exceptions import TimeLimitExceeded
+
+    process = celerylab.spawn_worker("celerylab.lessons.l00_start", pool="prefork", concurrency=1,
+                                     queues=["t-limit"]).wait_ready()
+    try:
+        with celerylab.run_worker(app):
+            on_threads = tasks.sleep_then_return.apply_async((1.0, "ran"), time_limit=0.5)
+            assert on_threads.get(timeout=10) == "ran"
+        on_prefork = tasks.sleep_then_return.apply_async((1.0, "ran"), time_limit=0.5, queue="t-limit")
+        outcome = on_prefork.get(timeout=10, propagate=False)
+    finally:
+        process.terminate()
+    assert on_prefork.state == "FAILURE" and isinstance(outcome, TimeLimitExceeded)
