@@ -82,8 +82,15 @@ def test_q2_retries_before_the_dead_letter(app, capsys):
     def charge_no_retry(card):
         return ex.bank_api(card)
 
+    @app.task(name="t06l.charge_slow", autoretry_for=(ConnectionError,), max_retries=2,
+              retry_kwargs={"countdown": 1}, shared=False)
+    def charge_slow(card):  # retries twice, but 1 s apart, not 0.1 s
+        return ex.bank_api(card)
+
     ex.q2.check({"charge": charge})
     assert capsys.readouterr().out.startswith("Correct: q2:")
+    with pytest.raises(ExerciseIncorrect, match=r"retried 1\.\d s after it failed; retry 0.1 s apart"):
+        ex.q2.check({"charge": charge_slow})
     with pytest.raises(ExerciseIncorrect, match="refused card.*retried 2 times"):
         ex.q2.check({"charge": charge_everything})
     with pytest.raises(ExerciseIncorrect, match="retried 0 times"):
@@ -121,3 +128,19 @@ def test_q3_replay(app, capsys):
         ex.q3.check({"app": app, "replay_dead_letters": default_queue})
     with pytest.raises(ExerciseIncorrect, match="still holds 3 entries"):
         ex.q3.check({"app": app, "replay_dead_letters": keeps_the_list})
+
+    def no_kwargs():
+        results = []
+        while (raw := redis_client().lpop("dead_letters")) is not None:
+            entry = json.loads(raw)
+            results.append(app.send_task(entry["task"], args=entry["args"], queue=entry["queue"]))
+        return results
+
+    with pytest.raises(ExerciseIncorrect, match="ran with other arguments"):
+        ex.q3.check({"app": app, "replay_dead_letters": no_kwargs})
+
+    def returns_nothing():
+        good()
+
+    with pytest.raises(ExerciseIncorrect, match="return the list"):
+        ex.q3.check({"app": app, "replay_dead_letters": returns_nothing})

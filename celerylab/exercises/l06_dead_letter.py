@@ -174,6 +174,7 @@ class RetriesThenDeadLetter(BindHint, BehaviourCheck):
 
     task = "charge"
     timeout = 6.0
+    pause = (0.05, 0.6)  #: accepted seconds between a failure and its retry ("0.1 s apart")
     correct = "charge retries the bank twice; only tasks that fail for good land in dead_letters, once each."
     hints = (
         "Let Celery retry: `@app.task(autoretry_for=(ConnectionError,), max_retries=2, "
@@ -217,6 +218,11 @@ class RetriesThenDeadLetter(BindHint, BehaviourCheck):
             if n != retries:
                 raise ExerciseIncorrect(f"{call} ({about}) was retried {n} time{'s' if n != 1 else ''}; "
                                         f"it should be retried {retries} time{'s' if retries != 1 else ''}")
+            lo, hi = self.pause
+            for pause in o.spacing:
+                if not lo <= pause <= hi:
+                    raise ExerciseIncorrect(f"{call} ({about}) was retried {pause:.1f} s after it failed; "
+                                            f"retry 0.1 s apart")
             if lands and o.state != "FAILURE":
                 raise ExerciseIncorrect(f"{call} ({about}) returned {describe(o.value)}; it should fail")
             if not lands and o.state == "FAILURE":
