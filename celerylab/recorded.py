@@ -112,6 +112,12 @@ def rabbitmq_version(app) -> str:
 
 
 def format_result(result) -> str:
+    rows = list(result.values()) if isinstance(result, dict) else []
+    if rows and all(isinstance(r, dict) and list(r) == list(rows[0]) for r in rows):   # a table
+        width = max(len(str(k)) for k in result)
+        lines = [f"  {'':{width}}" + "".join(f"  {c:>10}" for c in rows[0])]
+        lines += [f"  {str(k):{width}}" + "".join(f"  {v!s:>10}" for v in r.values()) for k, r in result.items()]
+        return "\n".join(lines)
     if isinstance(result, dict):
         width = max((len(str(k)) for k in result), default=0)
         return "\n".join(f"  {str(k):{width}}  {v}" for k, v in result.items())

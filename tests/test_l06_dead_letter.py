@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import time
 
 import pytest
 
@@ -28,13 +29,69 @@ def l06():
         os.environ["CELERYLAB_BROKER_URL"] = saved
 
 
-def test_on_redis_the_dead_letter_exchange_is_bound_but_never_used(l06):
-    exp = l06.experiment_app("redis")
-    assert l06.route_works(exp) == 1, "a message published to the exchange reaches the dead-letter queue"
-    rows = l06.dead_letter_experiment(exp)
-    assert list(rows) == [label for _, label in l06.CASES]
-    for label, row in rows.items():
-        assert row == {"state": "FAILURE", "work": 0, "dead": 0, "unacked": 0}, label
+def test_on_redis_dead_letter_arguments_are_ignored_and_a_rejected_message_is_dropped(l06):
+    """What lesson 06's section 2 shows in its cells, here on a fresh embedded Redis."""
+    from celery.exceptions import Reject
+    from kombu import Exchange, Queue
+
+    from celerylab import queues
+
+    work = Queue("t06_work", Exchange("t06_work"), routing_key="t06_work",
+                 queue_arguments={"x-dead-letter-exchange": "t06.dlx", "x-dead-letter-routing-key": "dead"})
+    dead = Queue("t06_dead", Exchange("t06.dlx"), routing_key="dead")
+    exp = celerylab.create_app("t06", task_queues=(work, dead), task_default_queue="t06_work",
+                               task_default_exchange="t06_work", task_default_routing_key="t06_work")
+
+    @exp.task(name="t06.reject", acks_late=True, shared=False)
+    def reject(n):
+        raise Reject("corrupt", requeue=False)
+
+    def count(queue):
+        with exp.connection_for_write() as conn:
+            return queue.bind(conn.default_channel).queue_declare().message_count
+
+    with exp.connection_for_write() as conn:   # the binding works: a direct publish reaches t06_dead
+        for q in (work, dead):
+            q.bind(conn.default_channel).declare()
+        conn.Producer().publish({"probe": True}, exchange=dead.exchange, routing_key="dead", serializer="json")
+    assert count(dead) == 1
+    with exp.connection_for_write() as conn:
+        dead.bind(conn.default_channel).purge()
+    with celerylab.run_worker(exp, queues=["t06_work"], concurrency=1):
+        reject.delay(1).get(timeout=10, propagate=False)
+        time.sleep(0.3)
+        assert (count(work), count(dead), queues.unacked(exp)) == (0, 0, 0)
+    l06.app.set_current()
+
+
+def test_acks_on_failure_falls_back_to_the_deprecated_name():
+    from celery import Celery
+    from celery.app.defaults import NAMESPACES
+
+    app = Celery("t06_acks", broker="memory://", set_as_current=False)
+
+    @app.task(acks_late=True, acks_on_failure_or_timeout=False, shared=False)
+    def old_name():
+        pass
+
+    @app.task(acks_late=True, acks_on_failure=False, shared=False)
+    def new_name():
+        pass
+
+    @app.task(shared=False)
+    def default():
+        pass
+
+    assert (old_name.acks_on_failure, old_name.acks_on_timeout) == (False, False)
+    assert (new_name.acks_on_failure, new_name.acks_on_timeout) == (False, True)
+    assert (default.acks_on_failure, default.acks_on_timeout, default.acks_late) == (True, True, False)
+    assert NAMESPACES["task"]["acks_on_failure_or_timeout"].deprecate_by == "6.0"
+
+
+def test_print_rows_prints_a_table(l06, capsys):
+    l06.print_rows({"case a": {"state": "FAILURE", "dead": 0}, "case b": {"state": "FAILURE", "dead": 1}})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["case", "state", "dead"] and lines[2].split()[-1] == "1"
 
 
 def test_poison_and_exhausted_retries_land_once_then_replay_after_the_fix(l06):
@@ -66,14 +123,3 @@ def test_poison_and_exhausted_retries_land_once_then_replay_after_the_fix(l06):
 def test_wait_for_length_gives_up(l06):
     with pytest.raises(TimeoutError, match="holds 0 entries"):
         l06.wait_for_length(l06.dlq, 1, timeout=0.1)
-
-
-def test_rabbitmq_dead_letters_only_rejected_messages(rabbitmq_url):
-    import subprocess
-    import sys
-
-    code = ("from celerylab.lessons import l06_dead_letter as l06; "
-            "assert l06.rabbitmq_dead_lettering() == l06.RABBITMQ_EXPECTED; print('ok')")
-    env = dict(os.environ, CELERYLAB_BROKER_URL=rabbitmq_url)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip().endswith("ok"), out.stderr[-2000:]

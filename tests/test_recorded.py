@@ -69,7 +69,8 @@ def _shown_recordings() -> dict[str, str]:
 
 def test_every_recording_a_lesson_shows_exists_and_came_from_rabbitmq():
     shown = _shown_recordings()
-    assert {"l04-seed-priority", "l04-fixed-priority"} <= set(shown)
+    assert {"l04-seed-priority", "l04-fixed-priority", "l06-rabbitmq-dead-lettering",
+            "l06-seed-dead-lettering"} <= set(shown)
     for name, notebook in shown.items():
         rec = recorded.load(name)
         assert rec.broker.startswith("RabbitMQ "), rec.broker
@@ -84,3 +85,11 @@ def test_the_recordings_say_what_the_lessons_teach():
     assert "inequivalent arg 'x-max-priority'" in seed["redeclared with x-max-priority"]
     fixed = recorded.load("l04-fixed-priority").result
     assert fixed["queue"] == "high" and fixed["order run"] == ["p9", "p8", "p5", "p1", "p0"]
+    rows = recorded.load("l06-rabbitmq-dead-lettering").result
+    assert {case: row["l06_dead"] for case, row in rows.items()} == {
+        "a task raises (default: early ack)": 0,            # acknowledged: gone
+        "acks_late + raise Reject(requeue=False)": 1,        # rejected: dead-lettered
+        "acks_late + acks_on_failure=False": 1}
+    seed06 = recorded.load("l06-seed-dead-lettering").result
+    assert (seed06["queue"], seed06["dead_letter"]) == ("celery", 0)
+    assert "inequivalent arg 'x-dead-letter-exchange'" in seed06["redeclared with x-dead-letter-exchange"]
