@@ -104,6 +104,9 @@ class ChargeFailing(Exercise):
          False, None),
         ("a single charge, and it fails", [(1.0, CHARGE, "failed")], False, None),
         ("3 of 3 charges fail (100 %, but only 3 tasks)", _burst(1.0, CHARGE, 0, 3), False, None),
+        # the edges of "more than 25 %" and "fewer than 4 charges"
+        ("1 of 4 charges fails (exactly 25 %)", _burst(1.0, CHARGE, 3, 1), False, None),
+        ("2 of 4 charges fail (50 %, 4 tasks: enough data)", _burst(1.0, CHARGE, 2, 2), True, None),
         ("a steady 50 % of charges fail for 6 s", [e for k in range(13) for e in _burst(0.5 * k, CHARGE, 1, 1)],
          True, None),
     )
