@@ -222,3 +222,17 @@ def test_kafka_transport_has_no_fanout_no_shared_bindings_and_needs_its_client()
     if importlib.util.find_spec("confluent_kafka") is None:
         with pytest.raises(Exception):
             importlib.import_module("kombu.transport.confluentkafka")
+
+
+def test_revoke_terminate_needs_a_pool_that_can_kill_a_running_task():
+    """Lesson 01: terminate=True works on prefork, eventlet and gevent; threads and solo cannot."""
+    import inspect
+
+    from celery.concurrency import base, eventlet, gevent, prefork, solo, thread
+
+    assert thread.TaskPool.terminate_job is base.BasePool.terminate_job
+    assert solo.TaskPool.terminate_job is base.BasePool.terminate_job
+    with pytest.raises(NotImplementedError):
+        base.BasePool.terminate_job(None, 1)
+    assert "terminate_job" in vars(eventlet.TaskPool) and "terminate_job" in vars(gevent.TaskPool)
+    assert "self.terminate_job = P.terminate_job" in inspect.getsource(prefork.TaskPool.on_start)
