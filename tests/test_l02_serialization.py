@@ -121,3 +121,15 @@ def test_request_hostname_is_the_node_name_on_any_worker_process(app, pool):
     finally:
         process.terminate()
     assert remote["hostname"] == process.nodename != socket.gethostname()
+
+
+def test_the_envelope_around_a_small_body_is_most_of_the_message(app):
+    """Lesson 02 section 4: on Redis a tiny task's envelope (headers, properties) is roughly 0.8 KB."""
+    from celerylab import inspect_broker as ib
+
+    for serializer in ("json", "msgpack", "pickle"):
+        app.tasks["l02.describe"].apply_async((42,), serializer=serializer, queue="t_l02_envelope")
+        msg = ib.peek("t_l02_envelope")[-1]
+        assert 700 <= msg.size - len(msg.body) <= 1000, (serializer, msg.size, len(msg.body))
+        assert len(msg.body) < 150
+    ib.redis_client().delete("t_l02_envelope")
