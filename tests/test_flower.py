@@ -155,3 +155,27 @@ def test_url_prefix_moves_every_page(app):
         assert "127.0.0.1" in flower.iframe().src
     finally:
         flower.stop()
+
+
+def test_flower_turns_task_events_on_in_a_worker_started_without_them(app):
+    """Lesson 07: a worker without -E sends only worker events; Flower's periodic enable_events
+    (every 5 s) adds the task group; task-sent still needs the client's task_send_sent_event."""
+    app.conf.worker_send_task_events = False
+    app.conf.task_send_sent_event = False
+    with celerylab.run_worker(app, hostname=HOST) as worker:
+        dispatcher = worker.controller.consumer.event_dispatcher
+        assert set(dispatcher.groups) == {"worker"}
+        flower = start_flower(app, wait_for=[HOST])          # heartbeats arrive without -E
+        try:
+            deadline = time.monotonic() + 15
+            while "task" not in dispatcher.groups:
+                assert time.monotonic() < deadline, "Flower did not enable task events"
+                time.sleep(0.1)
+            res = app.tasks["tflower.add"].delay(1, 2)
+            info = flower.wait_tasks([res.id])[res.id]
+            assert info["state"] == "SUCCESS" and info.get("sent") is None    # no task-sent event
+            app.conf.task_send_sent_event = True
+            res = app.tasks["tflower.add"].delay(2, 3)
+            assert flower.wait_tasks([res.id])[res.id].get("sent") is not None
+        finally:
+            flower.stop()

@@ -154,3 +154,30 @@ def test_q3_rejects_hand_built_json_and_missing_ids(embedded):
     with pytest.raises(ExerciseNotAttempted):
         q3.check({"app": app, "TaskJsonFormatter": NotYet})
     q3.check({"app": app, "TaskJsonFormatter": Good})
+
+
+def test_sentry_misses_a_worker_started_before_init_and_catches_a_restarted_one():
+    """Lesson 07, section 7, in a fresh interpreter (sentry_sdk patches Celery once per process)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import celerylab
+        from celerylab.lessons import l07_monitoring as l07
+        worker = celerylab.start_worker(l07.app, hostname="orders@l07-sentry-test")
+        l07.sentry_to_memory()
+        bad = l07.charge.delay(1, -5)
+        bad.get(propagate=False, timeout=10)
+        before = len(l07.sentry_events(bad.id, timeout=0.5))
+        worker = celerylab.start_worker(l07.app, hostname="orders@l07-sentry-test")  # a restart
+        bad = l07.charge.delay(2, -5)
+        bad.get(propagate=False, timeout=10)
+        after = len(l07.sentry_events(bad.id, timeout=5))
+        worker.stop()
+        l07.sentry_off()
+        celerylab.cleanup()
+        print("RESULT", before, after)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "RESULT 0 1" in out.stdout, (out.stdout[-500:], out.stderr[-2000:])

@@ -84,6 +84,12 @@ def test_metric_names_and_labels_are_celery_exporters(app):
         assert exporter.task_runtime._labelnames == ("name", "hostname", "queue_name")
         assert exporter.queue_length._labelnames == ("queue_name",)
         assert worker_host("orders@worker-a") == "worker-a"
+        # lesson 07 says which of celery-exporter's families the kit does not serve
+        for missing in ("celery_active_consumer_count", "celery_active_worker_count", "celery_active_process_count"):
+            assert missing not in families
+        assert {name for name in families} == {f"celery_task_{e}" for e in (
+            "sent", "received", "started", "succeeded", "failed", "retried", "revoked", "rejected")} | {
+            "celery_worker_up", "celery_worker_tasks_active", "celery_queue_length", "celery_task_runtime"}
     finally:
         exporter.stop()
 
