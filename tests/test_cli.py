@@ -58,3 +58,12 @@ def test_unknown_pool_on_the_command_line():
     out = subprocess.run([sys.executable, "-m", "celerylab", "worker", "--lesson", "00", "-P", "turbo",
                           "--broker", "redis://127.0.0.1:1/0"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "unknown pool 'turbo'" in out.stderr
+
+
+def test_grade_gives_a_lab_cell_the_plugins_cell_timeout_well_under_a_minute():
+    from celerylab.__main__ import build_parser
+    from celerylab.grading.plugin import LAB_CELL_TIMEOUT
+
+    args = build_parser().parse_args(["grade"])
+    assert args.cell_timeout == LAB_CELL_TIMEOUT < 60
+    assert args.cell_timeout < args.time_limit

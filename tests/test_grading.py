@@ -573,3 +573,74 @@ def test_a_cell_that_changes_the_grader_is_named_before_it_runs(source, reason):
 ])
 def test_ordinary_answer_cells_are_not_flagged(source):
     assert integrity.changes_to_grader(source, {"q1", "q2", "q3", "flaky_download"}) is None
+
+
+# -- one wording per situation, for every lab ------------------------------------------------
+class Doubles(TaskReturns):
+    task = "double"
+    cases = [((2,), 4)]
+    timeout = 4.0
+
+
+def test_a_retry_planned_past_the_wait_says_so_and_the_wait_ends_early(app):
+    @app.task(name="t.double_later", bind=True)
+    def double(self, x):
+        raise self.retry(countdown=100, max_retries=1)
+
+    started = time.monotonic()
+    assert outcome_of(Doubles("q1"), {"double": double}) == (
+        "incorrect", "q1: double(2) failed and its retry was planned 100 s later; the check waited 4 s")
+    assert time.monotonic() - started < 3.5  # no need to wait out the 4 s
+
+
+def test_a_task_retried_without_end_is_still_being_retried_not_an_endless_loop(app):
+    @app.task(name="t.double_forever", bind=True, max_retries=None)
+    def double(self, x):
+        raise self.retry(countdown=0.1)
+
+    status, message = outcome_of(Doubles("q1"), {"double": double}, timeout=1.5)
+    assert status == "incorrect"
+    assert re.fullmatch(r"q1: double\(2\) was still being retried after 1\.5 s \(\d+ retries so far\): "
+                        r"give it a max_retries", message), message
+
+
+def test_a_task_that_returned_is_never_reported_as_raising(app):
+    download = lab00.flaky_download
+
+    @app.task(name="t.fetch_swallows", bind=True)
+    def fetch(self, url):
+        try:
+            return download(url)
+        except ConnectionError:
+            return "offline"
+
+    status, message = outcome_of(lab00.RetryOnce("q3"), {"fetch": fetch})
+    assert status == "incorrect" and "NoneType" not in message
+    assert message == ("q3: fetch('https://example.com/flaky') returned 'offline' (a str) without a retry "
+                       "(a server that fails once); it should be retried 1 time")
+
+
+def test_a_missing_bind_true_gets_the_hint_wherever_it_is_described():
+    from celerylab.grading.outcomes import describe_exc
+
+    try:
+        self  # noqa: F821 - what a task without bind=True does
+    except NameError as exc:
+        assert describe_exc(exc) == ("NameError: name 'self' is not defined "
+                                     "(use @app.task(bind=True) to get self)")
+    assert describe_exc(None) == "no exception"
+
+
+def test_a_worker_that_cannot_start_is_one_line_in_any_check(capsys):
+    from celerylab.errors import WorkerStartError
+    from celerylab.grading import Exercise
+
+    class StartsAWorker(Exercise):
+        def _check(self, ns):
+            raise WorkerStartError("worker w1@host exited with status 1; log: /tmp/w1.log\n"
+                                   "Traceback (most recent call last):\n  File \"celery/concurrency/__init__.py\"\n"
+                                   "    import eventlet\nModuleNotFoundError: No module named 'eventlet'")
+
+    assert outcome_of(StartsAWorker("q3"), {}) == (
+        "incorrect", "q3: a worker with these settings could not start (ModuleNotFoundError: No module named "
+                     "'eventlet'): that pool's package is not installed here; choose another pool")

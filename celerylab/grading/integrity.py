@@ -32,18 +32,20 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]  # celerylab/
 GRADING = ("celerylab.grading", "celerylab.grading.exercise", "celerylab.grading.kinds",
            "celerylab.grading.probe", "celerylab.grading.outcomes", "celerylab.worker")
 MESSAGE = "a cell in this notebook changes the grader: {what}; remove that change and restart the kernel"
+EDITED = "not graded: {what}; restart the kernel and run the notebook again"
 
 
 class GraderChanged(AssertionError):
     """A graded check found the grader changed in the kernel (shown as one line)."""
 
-    def __init__(self, what: str, label: str | None = None):
+    def __init__(self, what: str, label: str | None = None, template: str = MESSAGE):
         self.what = what
         self.label = label
-        super().__init__(MESSAGE.format(what=what))
+        self.template = template
+        super().__init__(template.format(what=what))
 
     def __str__(self) -> str:
-        text = MESSAGE.format(what=self.what)
+        text = self.template.format(what=self.what)
         return f"{self.label}: {text}" if self.label else text
 
     def _render_traceback_(self) -> list[str]:
@@ -269,8 +271,15 @@ class Verifier:
             if value is None or getattr(home, "__dict__", {}).get(cls.__name__) is not cls \
                     or cls.__module__ not in from_kit | {mod.__name__} or cls.__name__ != type(expected).__name__:
                 self.problems.append(f"{mod.__name__.rsplit('.', 1)[-1]}.{name} was replaced")
-            elif not _same(vars(value), vars(expected)):
-                self.problems.append(f"{name}.{next(iter(set(vars(value)) ^ set(vars(expected))), 'label')} was set")
+            else:
+                # what its own methods keep on it (a cache) is fine; a label, a method or a class
+                # setting (cases, timeout) set on the instance is not
+                for key, val in vars(value).items():
+                    if key in vars(expected):
+                        if not _same(val, vars(expected)[key]):
+                            self.problems.append(f"{name}.{key} was changed")
+                    elif callable(val) or hasattr(cls, key):
+                        self.problems.append(f"{name}.{key} was set")
 
 
 def _process_started() -> float:
@@ -290,6 +299,11 @@ def fresh_namespace(module: str) -> dict:
 
 def problems(module: str) -> list[str]:
     """What differs between the grader in this kernel and the kit's files (empty: nothing)."""
+    return _verify(module)[0]
+
+
+def _verify(module: str) -> tuple[list[str], list[str]]:
+    """``(differences, kit files edited on disk since this process started)``."""
     v = Verifier()
     fresh = fresh_namespace(module)
     mod = v.module(module, fresh)
@@ -298,16 +312,15 @@ def problems(module: str) -> list[str]:
         for name in sorted({home for home, _ in v.source(module).imports.values()} | set(GRADING)):
             if name != module and source_path(name) is not None:
                 v.module(name)
-    found = list(dict.fromkeys(v.problems))
-    if found and v.edited:  # not the learner: the kit changed under a running kernel
-        return [f"the kit's file {v.edited[0]} changed on disk after this kernel started (restart it to load "
-                f"the new one)"]
-    return found
+    return list(dict.fromkeys(v.problems)), v.edited
 
 
 def graded_check(module: str, label: str, namespace: dict) -> None:
     """What a graded check cell runs: verify the grader, then the module's own ``label.check``."""
-    found = problems(module)
+    found, edited = _verify(module)
+    if found and edited:  # not the learner: the kit changed under a running kernel
+        raise GraderChanged(f"the kit's file {edited[0]} changed on disk after this kernel started", label,
+                            template=EDITED)
     if found:
         raise GraderChanged(", ".join(found[:2]) + (f" (and {len(found) - 2} more)" if len(found) > 2 else ""),
                             label)
@@ -367,7 +380,9 @@ def changes_to_grader(source: str, kit_names=()) -> str | None:
             for alias in node.names:
                 if alias.name.split(".")[0] == "celerylab":
                     kit.add(alias.asname or "celerylab")
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("celerylab"):
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[:2] in (
+                ["celerylab"], ["celerylab", "grading"], ["celerylab", "exercises"]):
+            # the grader's parts; a lesson's Celery app (celerylab.lessons...) is the learner's to configure
             kit.update(alias.asname or alias.name for alias in node.names if alias.name != "*")
     for node in ast.walk(tree):
         targets = []

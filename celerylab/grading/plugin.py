@@ -81,9 +81,14 @@ def kit_names(master) -> set[str]:
         import importlib
 
         try:
-            names.update(getattr(importlib.import_module(module), "__all__", ()))
+            mod = importlib.import_module(module)
         except Exception:  # noqa: BLE001 - the check cells will report it
-            pass
+            return names
+        for name in getattr(mod, "__all__", ()):
+            value = getattr(mod, name, None)
+            # a Celery app or task handed to the learner is theirs to configure
+            if not type(value).__module__.startswith(("celery.", "kombu.")):
+                names.add(name)
     names.discard("____")
     return names
 
