@@ -89,7 +89,7 @@ bench: install sysdeps
 clean:
 	rm -rf $(VENV) build *.egg-info
 
-## Labs: generate labs/ from solutions/ (answers blanked; check cells keep their passing output).
+## Labs: generate labs/ from solutions/ (answers blanked, shipped unrun; the grader puts the master's check cells back).
 ## `make labs EXECUTE=1` re-runs the solution notebooks first.
 .PHONY: labs grade
 labs: install
