@@ -144,3 +144,23 @@ def test_q3_counts_charges(app, capsys):
     redis_client().delete("t05:charged-once-ever")
     with pytest.raises(ExerciseIncorrect, match="never charged"):
         ex.q3.check({"pay": pay_constant})
+
+
+def test_missing_bind_is_hinted_in_every_exercise_that_uses_self(app):
+    auto = {"autoretry_for": (ConnectionError,), "max_retries": 2}
+
+    def unbound(name):
+        def body(self, x):  # bind=True forgotten: Celery would pass x as self
+            raise self.retry(countdown=0.2)
+        return app.task(name=f"t05.{name}_unbound", shared=False, **(auto if name == "fetch_quotes" else {}))(body)
+
+    def uses_self_only(name):
+        def body(x):
+            return self.request.id  # noqa: F821 - the seed article's bug, on purpose
+        return app.task(name=f"t05.{name}_self", shared=False, **(auto if name == "fetch_quotes" else {}))(body)
+
+    for q, name in ((ex.q1, "sync_inventory"), (ex.q2, "fetch_quotes"), (ex.q3, "pay")):
+        with pytest.raises(ExerciseIncorrect, match="takes `self` first, but it is not declared with bind=True"):
+            q.check({name: unbound(name)})
+        with pytest.raises(ExerciseIncorrect, match="uses `self`, which only exists in a task declared with bind=True"):
+            q.check({name: uses_self_only(name)})

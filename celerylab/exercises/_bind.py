@@ -16,7 +16,8 @@ from ._process import _learner_function
 
 def is_bound(task: Task) -> bool:
     """Whether ``task`` was declared with ``bind=True`` (its ``run`` receives the task as ``self``)."""
-    return not isinstance(type(task).__dict__.get("run"), staticmethod)
+    real = task._get_current_object() if hasattr(task, "_get_current_object") else task  # a lazy task proxy
+    return not isinstance(type(real).__dict__.get("run"), staticmethod)
 
 
 def require_bind(task: Task, name: str) -> None:
@@ -44,10 +45,9 @@ def require_bind(task: Task, name: str) -> None:
 
 
 class BindHint:
-    """Mixin for a check of the learner's task ``self.task``: hint ``bind=True`` before running it."""
+    """Mixin for a check: every learner task it looks up is first checked for a missing bind=True."""
 
-    task = "task"
-
-    def _check(self, ns):
-        require_bind(self.task_named(ns, self.task), self.task)
-        super()._check(ns)
+    def task_named(self, ns, name):
+        task = super().task_named(ns, name)
+        require_bind(task, name)
+        return task

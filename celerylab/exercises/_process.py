@@ -46,7 +46,8 @@ def _filled(cell) -> bool:
 
 def _learner_function(task: Task):
     """The function the learner decorated (the grader's probe may have wrapped ``task.run``)."""
-    fn = task.run
+    task = task._get_current_object() if hasattr(task, "_get_current_object") else task  # a lazy task proxy
+    fn = getattr(task, "_orig_run", None) or task.run  # autoretry_for wraps run and keeps the original
     while getattr(fn, "__celerylab_unguarded__", None) is not None:
         fn = fn.__celerylab_unguarded__
     return getattr(fn, "__func__", fn)
