@@ -62,6 +62,12 @@ def test_q1_solution_passes_and_mistakes_are_named(app, capsys):
     message = connect(hook(lambda e, exc: {**e, "exception": str(exc)}))
     with pytest.raises(ExerciseIncorrect, match="class name"):
         ex.q1.check({"import_row": import_row, "record_dead_letter": message})
+    fixed_queue = connect(hook(lambda e, exc: {**e, "queue": "celery"}))
+    with pytest.raises(ExerciseIncorrect, match="has queue 'celery'; it came from 'lab06_import'"):
+        ex.q1.check({"import_row": import_row, "record_dead_letter": fixed_queue})
+    no_kwargs = connect(hook(lambda e, exc: {**e, "kwargs": {}}))
+    with pytest.raises(ExerciseIncorrect, match="not the task's keyword arguments"):
+        ex.q1.check({"import_row": import_row, "record_dead_letter": no_kwargs})
     assert redis_client().llen("dead_letters") == 2, "what the last check saw stays for the learner to read"
 
 

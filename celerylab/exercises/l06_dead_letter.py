@@ -70,7 +70,8 @@ def _entries(client) -> list:
     return out
 
 
-def _judge_entry(entry, call: str, task_id: str, task_name: str, args, exception: str) -> None:
+def _judge_entry(entry, call: str, task_id: str, task_name: str, args, exception: str, kwargs=None,
+                 queue: str | None = None) -> None:
     if not isinstance(entry, dict):
         raise ExerciseIncorrect(f"the entry for {call} is {describe(entry)}, not a JSON object")
     missing = [k for k in KEYS if k not in entry]
@@ -84,6 +85,12 @@ def _judge_entry(entry, call: str, task_id: str, task_name: str, args, exception
                                 f"registered name, `sender.name`")
     if entry["args"] != json.loads(json.dumps(list(args))):
         raise ExerciseIncorrect(f"the entry for {call} has args {describe(entry['args'])}, not the task's arguments")
+    if kwargs is not None and entry["kwargs"] != json.loads(json.dumps(kwargs)):
+        raise ExerciseIncorrect(f"the entry for {call} has kwargs {describe(entry['kwargs'])}, not the task's "
+                                f"keyword arguments")
+    if queue is not None and entry["queue"] != queue:
+        raise ExerciseIncorrect(f"the entry for {call} has queue {entry['queue']!r}; it came from "
+                                f"{queue!r} (sender.request.delivery_info['routing_key'])")
     if entry["exception"] != exception:
         raise ExerciseIncorrect(f"the entry for {call} has exception {describe(entry['exception'])}; the "
                                 f"exception's class name, {exception!r}, was expected")
@@ -94,7 +101,9 @@ class FailureHook(BindHint, BehaviourCheck):
     a call that succeeds leaves nothing."""
 
     task = "import_row"
-    calls = [(("7,Widget,9.50",), False), (("8,Gadget,lots",), True), (("9;Gizmo;1.0",), True)]
+    #: (args, kwargs, queue, fails): one bad row by keyword, one from another queue
+    calls = [(("7,Widget,9.50",), {}, "celery", False), ((), {"row": "8,Gadget,lots"}, "celery", True),
+             (("9;Gizmo;1.0",), {}, "lab06_import", True)]
     correct = "every failed import_row lands in dead_letters once, with its id, name, arguments and exception."
     hints = (
         "In `record_dead_letter`, build a dict with the six keys and push it as JSON onto the list: "
@@ -125,13 +134,17 @@ class FailureHook(BindHint, BehaviourCheck):
             raise ExerciseNotAttempted("`record_dead_letter` still raises NotImplementedError: write your code there")
         client.delete(DEAD_LETTERS)
         with Trial(self.timeout) as trial:
-            sent = [(args, fails, self.send(trial, task, args)) for args, fails in self.calls]
-            outcomes = trial.run(task.app, [pub.task_id for *_, pub in sent])
-            failures = sum(1 for _, fails, _ in sent if fails)
+            sent = []
+            for args, kwargs, queue, fails in self.calls:
+                call = f"{fmt_call(self.task + '.apply_async', (args,), kwargs and {'kwargs': kwargs})}"
+                value = self.run_learner(trial, call, task.apply_async, args, kwargs, queue=queue, name=self.task)
+                sent.append((args, kwargs, queue, fails, self.sent(trial, call, value)))
+            outcomes = trial.run(task.app, [pub.task_id for *_, pub in sent], queues=sorted({c[2] for c in self.calls}))
+            failures = sum(1 for *_, fails, _ in sent if fails)
             trial.recorder.wait(lambda _: client.llen(DEAD_LETTERS) >= failures, 1.0)
         entries = _entries(client)
-        for args, fails, pub in sent:
-            call = fmt_call(self.task, args)
+        for args, kwargs, queue, fails, pub in sent:
+            call = fmt_call(self.task, args, kwargs)
             o = outcomes[pub.task_id]
             self.finished(call, o)
             if isinstance(o.exc, NotImplementedError):
@@ -145,14 +158,14 @@ class FailureHook(BindHint, BehaviourCheck):
                 raise ExerciseIncorrect(f"{call} succeeded, but an entry for it landed in {DEAD_LETTERS!r}")
             if fails and not mine:
                 if entries:  # say what is wrong with what did land
-                    _judge_entry(entries[0], call, pub.task_id, task.name, args, "ValueError")
+                    _judge_entry(entries[0], call, pub.task_id, task.name, args, "ValueError", kwargs, queue)
                 raise ExerciseIncorrect(f"{call} failed, but nothing landed in {DEAD_LETTERS!r}: does "
                                         f"record_dead_letter push onto that list?")
             if len(mine) > 1:
                 raise ExerciseIncorrect(f"{call} landed in {DEAD_LETTERS!r} {len(mine)} times: is the hook "
                                         f"connected more than once?")
             if fails:
-                _judge_entry(mine[0], call, pub.task_id, task.name, args, "ValueError")
+                _judge_entry(mine[0], call, pub.task_id, task.name, args, "ValueError", kwargs, queue)
 
 
 def _hook_connected(hook) -> bool:
