@@ -145,6 +145,8 @@ def test_q4_chain_passes_blocking_is_caught(app, capsys):
 
     with pytest.raises(ExerciseIncorrect, match="a task waited for another"):
         ex.q4.check({**ns, "checkout": lambda item: checkout_waiting.delay(item)})
+    with pytest.raises(ExerciseIncorrect, match=r"ended with 12 .*add_tax\(price\(item\)\)"):
+        ex.q4.check({**ns, "checkout": lambda item: (price.s(item) | add_tax.s()).delay().parent})
     with pytest.raises(ExerciseIncorrect, match="add_tax never ran"):
         ex.q4.check({**ns, "checkout": lambda item: price.delay(item)})
     with pytest.raises(ExerciseIncorrect, match="not an AsyncResult"):

@@ -82,5 +82,6 @@ def test_q4_prefetch_and_late_acks(ns, capsys):
     check(ex.q4, ns, prefetch_multiplier=1, acks_late=True)
     assert "Correct: q4:" in capsys.readouterr().out
     fails(ex.q4, ns, "1 short task", prefetch_multiplier=1, acks_late=False)
+    fails(ex.q4, ns, "short task", prefetch_multiplier=4, acks_late=True)  # late acks, but A reserves 4
     fails(ex.q4, ns, "no limit", prefetch_multiplier=0, acks_late=True)
     fails(ex.q4, ns, "True or False", prefetch_multiplier=1, acks_late="yes")
