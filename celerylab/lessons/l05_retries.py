@@ -11,11 +11,8 @@ from __future__ import annotations
 import inspect
 import random
 import textwrap
-import threading
 import time
-from datetime import datetime, timezone
 
-from celery import signals
 from celery.utils.time import get_exponential_backoff_interval
 
 import celerylab
@@ -166,50 +163,6 @@ def show_source(*tasks) -> None:
         fn = getattr(task, "_orig_run", None) or getattr(task, "run", task)
         fn = inspect.unwrap(fn)
         print(("\n" if i else "") + textwrap.dedent(inspect.getsource(fn)).rstrip())
-
-
-class PublishLog:
-    """Every task message this process publishes (the first send and each retry), with the
-    ETA it carries. The in-kernel worker runs in this process, so retries are seen too."""
-
-    def __init__(self):
-        self.entries: list[dict] = []
-        self._lock = threading.Lock()
-        # one log per process, also when the module is reloaded
-        signals.before_task_publish.disconnect(dispatch_uid="l05-publish-log")
-        signals.before_task_publish.connect(self._on_publish, weak=False, dispatch_uid="l05-publish-log")
-
-    def _on_publish(self, sender=None, headers=None, **_):
-        headers = headers or {}
-        eta = headers.get("eta")
-        now = time.time()
-        wait = None
-        if eta:
-            when = datetime.fromisoformat(eta)
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=timezone.utc)
-            wait = when.timestamp() - now
-        with self._lock:
-            self.entries.append({"id": headers.get("id"), "task": sender, "retries": headers.get("retries", 0),
-                                 "wait": wait, "at": now})
-
-    def of(self, task_id: str) -> list[dict]:
-        with self._lock:
-            return [e for e in self.entries if e["id"] == task_id]
-
-    def planned_waits(self, task_id: str, ndigits: int = 1) -> list:
-        """Seconds each retry message was told to wait (from its ETA), rounded."""
-        return [round(e["wait"], ndigits) if e["wait"] is not None else 0.0 for e in self.of(task_id)[1:]]
-
-    def wait_for_retries(self, task_id: str, n: int, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.of(task_id)) < n + 1:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{n} retries of {task_id} not published within {timeout} s")
-            time.sleep(0.01)
-
-
-publish_log = PublishLog()
 
 
 def wait_for_state(result, state: str, timeout: float = 5.0) -> str:
