@@ -115,8 +115,10 @@ def format_result(result) -> str:
     rows = list(result.values()) if isinstance(result, dict) else []
     if rows and all(isinstance(r, dict) and list(r) == list(rows[0]) for r in rows):   # a table
         width = max(len(str(k)) for k in result)
-        lines = [f"  {'':{width}}" + "".join(f"  {c:>10}" for c in rows[0])]
-        lines += [f"  {str(k):{width}}" + "".join(f"  {v!s:>10}" for v in r.values()) for k, r in result.items()]
+        cols = {c: max([len(c)] + [len(str(r[c])) for r in rows]) for c in rows[0]}
+        lines = [f"  {'':{width}}" + "".join(f"  {c:>{n}}" for c, n in cols.items())]
+        lines += [f"  {str(k):{width}}" + "".join(f"  {r[c]!s:>{n}}" for c, n in cols.items())
+                  for k, r in result.items()]
         return "\n".join(lines)
     if isinstance(result, dict):
         width = max((len(str(k)) for k in result), default=0)

@@ -90,6 +90,7 @@ def test_the_recordings_say_what_the_lessons_teach():
         "a task raises (default: early ack)": 0,            # acknowledged: gone
         "acks_late + raise Reject(requeue=False)": 1,        # rejected: dead-lettered
         "acks_late + acks_on_failure=False": 1}
+    assert rows["acks_late + raise Reject(requeue=False)"]["dead letter"] == "l06x.reject, x-death: rejected"
     seed06 = recorded.load("l06-seed-dead-lettering").result
     assert (seed06["queue"], seed06["dead_letter"]) == ("celery", 0)
     assert "inequivalent arg 'x-dead-letter-exchange'" in seed06["redeclared with x-dead-letter-exchange"]

@@ -45,6 +45,7 @@ class Runs:
 
     def __init__(self):
         self._items: list[Run] = []
+        self.begun: list[str] = []   # labels of the tasks that have started
         self._cond = threading.Condition()
 
     def add(self, run: Run) -> None:
@@ -55,6 +56,7 @@ class Runs:
     def clear(self) -> None:
         with self._cond:
             self._items.clear()
+            self.begun.clear()
 
     @property
     def items(self) -> list[Run]:
@@ -84,6 +86,7 @@ runs = Runs()
 
 def _record(task, label, seconds=0.0):
     started = time.monotonic()
+    runs.begun.append(str(label))
     if seconds:
         time.sleep(seconds)
     info = task.request.delivery_info or {}
@@ -153,7 +156,7 @@ class Blocking:
     shorts_on_b: int
 
 
-def head_of_line(task, prefetch_multiplier: int, queue: str, long_seconds: float = 0.6,
+def head_of_line(task, prefetch_multiplier: int, queue: str, long_seconds: float = 0.8,
                  shorts: int = 6, short_seconds: float = 0.02) -> Blocking:
     """Two workers, one slot each, both ``prefetch_multiplier``: who runs the short tasks?
 
@@ -174,9 +177,8 @@ def head_of_line(task, prefetch_multiplier: int, queue: str, long_seconds: float
                      prefetch_multiplier=prefetch_multiplier)
     b = None
     try:
-        queues.wait_until(lambda: any(r.label == "long" for r in runs.items) or
-                          queues.queue_length(task.app, queue) < total, timeout=5)
-        held = total - queues.wait_settled(task.app, queue, quiet=0.1, timeout=2)
+        queues.wait_until(lambda: "long" in runs.begun, timeout=10)   # A runs the long task...
+        held = total - queues.wait_settled(task.app, queue, quiet=0.3, timeout=5)   # ...and took what it could
         b = start_worker(task.app, concurrency=1, queues=[queue], hostname=f"B-{queue}@kernel",
                          prefetch_multiplier=prefetch_multiplier)
         runs.wait_for(total, timeout=10)

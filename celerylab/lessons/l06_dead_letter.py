@@ -33,9 +33,11 @@ def on_redis(a: Celery | None = None) -> bool:
 def print_rows(rows: dict) -> None:
     """``{case: {column: value}}`` as a table (the columns of the first row)."""
     keys = list(next(iter(rows.values()), {}))
-    print(f"{'case':42}" + "".join(f"{k:>10}" for k in keys))
+    first = max([len("case")] + [len(str(label)) for label in rows])
+    widths = {k: max([len(k)] + [len(str(row.get(k, ""))) for row in rows.values()]) for k in keys}
+    print(f"{'case':{first}}" + "".join(f"  {k:>{widths[k]}}" for k in keys))
     for label, row in rows.items():
-        print(f"{label:42}" + "".join(f"{row.get(k, '')!s:>10}" for k in keys))
+        print(f"{label:{first}}" + "".join(f"  {row.get(k, '')!s:>{widths[k]}}" for k in keys))
 
 
 # ---------------------------------------------------------------------------------------
