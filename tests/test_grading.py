@@ -556,6 +556,7 @@ def test_a_graded_check_still_passes_a_right_answer(solved, capsys):
     ("q3.__dict__.update(check=print)", "it changes the kit"),
     ("from unittest import mock\nmock.patch.object(q1, 'check').start()", "it patches the kit"),
     ("from unittest import mock\nmock.patch('celerylab.grading.exercise.Exercise.check').start()", "it patches the kit"),
+    ("import builtins\nbuiltins.exec = print", "it replaces a built-in the grader uses"),
 ])
 def test_a_cell_that_changes_the_grader_is_named_before_it_runs(source, reason):
     found = integrity.changes_to_grader(source, {"q1", "q2", "q3", "Exercise"})

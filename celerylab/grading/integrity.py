@@ -399,6 +399,8 @@ def changes_to_grader(source: str, kit_names=()) -> str | None:
                     continue
                 if _is_sys_modules(container):
                     return f"it edits sys.modules (`{ast.unparse(sub)}`)"
+                if _names_in(container) & {"builtins", "__builtins__"}:
+                    return f"it replaces a built-in the grader uses (`{ast.unparse(sub)}`)"
                 if _names_in(container) & kit:
                     verb = "deletes" if isinstance(node, ast.Delete) else "assigns to"
                     return f"it {verb} `{ast.unparse(sub)}`, part of the kit"

@@ -153,6 +153,8 @@ def failure(item, excinfo, label: str | None) -> tuple[str, str]:
     if "Timeout" in text:
         return "error", timed_out_message(item)
     if "Kernel dead" in text or "Kernel died" in text:
+        if getattr(getattr(item, "parent", None), "timed_out", False):
+            return "error", "not run: the kernel was stopped after an earlier cell timed out"
         return "error", "the kernel died before this cell ran"
     return "error", text[:200] or "failed"
 
