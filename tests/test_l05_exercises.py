@@ -65,7 +65,7 @@ def test_q2_measures_the_backoff(app, capsys):
         return ex.quotes_api(symbol)
 
     @app.task(name="t05.fixed", autoretry_for=(ConnectionError,), retry_kwargs={"countdown": 1},
-              max_retries=2, shared=False)
+              retry_jitter=False, max_retries=2, shared=False)
     def fixed(symbol):
         return ex.quotes_api(symbol)
 
@@ -76,7 +76,8 @@ def test_q2_measures_the_backoff(app, capsys):
         except ConnectionError as exc:
             raise self.retry(exc=exc, countdown=2 ** self.request.retries, max_retries=2)
 
-    @app.task(name="t05.default_delay", autoretry_for=(ConnectionError,), max_retries=2, shared=False)
+    @app.task(name="t05.default_delay", autoretry_for=(ConnectionError,), retry_jitter=False, max_retries=2,
+              shared=False)
     def default_delay(symbol):
         return ex.quotes_api(symbol)
 
@@ -88,6 +89,14 @@ def test_q2_measures_the_backoff(app, capsys):
         ex.q2.check({"fetch_quotes": manual})
     with pytest.raises(ExerciseIncorrect, match="planned 180 s later"):
         ex.q2.check({"fetch_quotes": default_delay})
+
+    @app.task(name="t05.three", autoretry_for=(ConnectionError,), retry_backoff=True, retry_jitter=False,
+              max_retries=3, shared=False)
+    def three(symbol):  # backoff, but three retries: the third is planned 4 s later
+        return ex.quotes_api(symbol)
+
+    with pytest.raises(ExerciseIncorrect, match="DOWN.*planned 4 s later"):
+        ex.q2.check({"fetch_quotes": three})
 
 
 def test_q3_counts_charges(app, capsys):
@@ -164,3 +173,12 @@ def test_missing_bind_is_hinted_in_every_exercise_that_uses_self(app):
             q.check({name: unbound(name)})
         with pytest.raises(ExerciseIncorrect, match="uses `self`, which only exists in a task declared with bind=True"):
             q.check({name: uses_self_only(name)})
+
+
+def test_q2_jitter_must_be_off(app):
+    @app.task(name="t05.jitter", autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=2, shared=False)
+    def jitter(symbol):  # backoff, but random waits: a lucky run could look right
+        return ex.quotes_api(symbol)
+
+    with pytest.raises(ExerciseIncorrect, match="retry_jitter on"):
+        ex.q2.check({"fetch_quotes": jitter})
