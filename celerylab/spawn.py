@@ -76,7 +76,9 @@ class WorkerProcess:
     ``command`` is the equivalent ``celery -A <module> worker ...`` command line, to run outside
     the kit: pool, concurrency, queues, hostname and log level as options, and the Celery settings
     given to ``spawn_worker`` as options where ``celery worker`` has one (``--max-tasks-per-child``,
-    ``--time-limit``...), the others after ``--`` as ``name=value``. The broker URL is not in it:
+    ``--time-limit``...), the others after ``--`` as ``name=value`` (a dict setting given there
+    replaces the app's whole dict, e.g. the kit's demo ``broker_transport_options``, which
+    ``spawn_worker`` merges instead). The broker URL is not in it:
     the app module configures it (here from ``CELERYLAB_BROKER_URL``). ``cmd`` is the argv the kit
     actually runs (the same, plus its log file).
     """
