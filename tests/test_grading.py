@@ -300,8 +300,9 @@ def test_q3_wrong_retry_behaviour_gets_its_message(app):
         assert outcome_of(lab00.RetryOnce("q3"), {"fetch": task}) == ("incorrect", expected)
     status, message = outcome_of(lab00.RetryOnce("q3"), {"fetch": at_once})
     assert status == "incorrect"
-    assert re.fullmatch(rf"q3: {re.escape(flaky)} was retried 0\.\d s after it failed; wait about 0\.5 s before the retry",
-                        message), message
+    # whichever call the busy machine retried first (both are retried at once)
+    assert re.fullmatch(rf"q3: ({re.escape(flaky)}|{re.escape(down)}) was retried 0\.[0-2] s after it failed; "
+                        rf"wait about 0\.5 s before the retry", message), message
 
 
 # -- the other reusable kinds: priority order, dead letters --------------------------------
