@@ -325,6 +325,19 @@ def test_flower_turns_on_task_events_itself():
     assert calls == ["enable_events"]
 
 
+def test_flower_serves_prometheus_metrics_itself():
+    """No separate exporter needed for Flower's view: it serves /metrics (open even with --basic-auth)."""
+    from flower import events, urls
+    from flower.views import monitor
+
+    routes = {spec[0]: spec[1] for spec in urls.handlers if isinstance(spec, tuple)}
+    assert routes[r"/metrics"] is monitor.Metrics and routes[r"/healthcheck"] is monitor.Healthcheck
+    assert not hasattr(monitor.Metrics.get, "__wrapped__")     # not wrapped by tornado's @authenticated
+    names = {m._name for m in vars(events.get_prometheus_metrics()).values() if hasattr(m, "_name")}
+    # (a Counter keeps its name without _total; it is exposed as flower_events_total)
+    assert {"flower_events", "flower_task_runtime_seconds", "flower_worker_online"} <= names
+
+
 def test_kafka_transport_has_no_fanout_priority_or_ttl(app):
     import ast
     from pathlib import Path

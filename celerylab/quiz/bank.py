@@ -698,7 +698,9 @@ QUESTIONS: list[Question] = [
          "Coroutines switch only when waiting on IO: CPU-bound tasks run one at a time on one core. Use prefork."),
     myth("myth-zerok", "07", "4. Prometheus metrics, live",
          "Use zerok/celery-exporter to expose Celery metrics to Prometheus.", False,
-         "That exporter is archived. Today: danihodovic/celery-exporter, or Flower's own /metrics."),
+         "That exporter is archived (on GitHub, since 2019). Today: danihodovic/celery-exporter, or "
+         "Flower's own /metrics, which Flower 2.2 serves itself (flower_events_total and friends).",
+         evidence="tests/test_claims.py::test_flower_serves_prometheus_metrics_itself"),
     myth("myth-utcnow", "03", "2. Gotcha: naive datetimes (the seed article's `datetime.utcnow()`)",
          "Schedule with `eta=datetime.utcnow() + timedelta(minutes=10)`.", False,
          "It works (Celery reads a naive eta as UTC), but utcnow() is deprecated and its naive result is "
