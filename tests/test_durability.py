@@ -60,3 +60,49 @@ def test_rabbitmq_keeps_durable_queues_and_with_confirms_survives_a_kill(rabbitm
     confirmed = queued_through_restart(rabbitmq_server, "killed, confirms", crash=True, confirm_publish=True)
     assert (restarted.before, restarted.after) == (40, 40)
     assert (confirmed.before, confirmed.after) == (40, 40)
+
+
+def test_a_task_that_ends_while_redis_restarts_runs_twice(redis_server_bin, tmp_path):
+    """At-least-once (lesson 08b, section 3): a late-acked task still running when the connection
+    drops finishes, cannot be acknowledged, and is delivered again once Redis is back."""
+    import time
+
+    import redis
+
+    import celerylab
+    from celerylab.durability import Ledger
+
+    conf = dict(result_backend=None, task_ignore_result=True, task_acks_late=True, worker_prefetch_multiplier=1,
+                broker_connection_retry=True, broker_connection_max_retries=None,
+                worker_cancel_long_running_tasks_on_connection_loss=False,  # let the running task finish
+                broker_transport_options={"visibility_timeout": 2, "unacked_restore_interval": 0.5,
+                                          "unacked_restore_throttle": 0.5})
+    with RedisServer(datadir=str(tmp_path), appendonly=True) as server:
+        ledger = Ledger()
+        client = celerylab.create_app("t-twice", broker_url=server.url, **conf)
+        workers = []
+
+        def start():
+            workers.append(celerylab.spawn_worker("celerylab.lessons.l08b_durability", pool="threads", concurrency=1,
+                                                  broker_url=server.url, **conf).wait_ready())
+        try:
+            client.send_task("durability.step", (0, ledger.url, 1.5))
+            start()
+            broker = redis.Redis.from_url(server.url)
+            deadline = time.monotonic() + 20
+            while not broker.hlen("unacked") and time.monotonic() < deadline:  # the task is running
+                time.sleep(0.02)
+            broker.close()
+            assert time.monotonic() < deadline, "the task never started"
+            server.restart(crash=False)
+            deadline = time.monotonic() + 30
+            while ledger.runs() < 2 and time.monotonic() < deadline:
+                if not workers[-1].alive:  # kombu 5.7 can crash the worker on reconnect: start it again
+                    start()
+                time.sleep(0.05)
+            assert (ledger.done(), ledger.runs()) == (1, 2)
+        finally:
+            for w in workers:
+                w.kill()
+            client.close()
+            ledger.close()
