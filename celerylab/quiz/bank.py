@@ -576,7 +576,7 @@ QUESTIONS: list[Question] = [
            "acks_late and reject_on_worker_lost are on (retry_on_worker_lost is not). A task segfaults on one "
            "input. What happens?",
            ["It fails once", "It is requeued and kills a pool process again, for ever (a poison message)",
-            "It fails for good after max_retries (3) attempts", "The input is skipped"], 1,
+            "It fails for good after max_retries (3) retries", "The input is skipped"], 1,
            "reject_on_worker_lost requeues without counting. Celery 5.7's task_retry_on_worker_lost=True "
            "re-sends it as a retry instead, so max_retries ends the loop; or revoke the task."),
     choice("l08-vt-dup", "08", S08["vt"],
