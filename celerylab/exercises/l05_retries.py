@@ -162,8 +162,8 @@ class FetchQuotes(BindHint, RetriesOn):
         if not tuple(getattr(task, "autoretry_for", ()) or ()):
             raise ExerciseIncorrect(f"`{self.task}` has no autoretry_for: declare which exceptions Celery "
                                     f"should retry (`autoretry_for=(ConnectionError,)`), no try/except needed")
-        if getattr(task, "retry_jitter", True):
-            # jitter makes each wait random (0 to the backoff): a measurement could pass by chance
+        if getattr(task, "retry_backoff", False) and getattr(task, "retry_jitter", True):
+            # with backoff, jitter makes each wait random (0 to the backoff): a run could pass by chance
             raise ExerciseIncorrect(f"`{self.task}` keeps retry_jitter on (the default): each wait would be "
                                     f"random; turn it off with retry_jitter=False")
         self._waits = {}
