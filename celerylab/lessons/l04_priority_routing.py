@@ -82,11 +82,15 @@ class Runs:
 
 
 runs = Runs()
+#: set once worker B of :func:`head_of_line` runs: a task labelled "long" lasts until then, and its seconds more
+b_is_up = threading.Event()
 
 
 def _record(task, label, seconds=0.0):
     started = time.monotonic()
     runs.begun.append(str(label))
+    if label == "long":
+        b_is_up.wait(timeout=10)
     if seconds:
         time.sleep(seconds)
     info = task.request.delivery_info or {}
@@ -156,19 +160,21 @@ class Blocking:
     shorts_on_b: int
 
 
-def head_of_line(task, prefetch_multiplier: int, queue: str, long_seconds: float = 0.8,
+def head_of_line(task, prefetch_multiplier: int, queue: str, long_seconds: float = 0.6,
                  shorts: int = 6, short_seconds: float = 0.02) -> Blocking:
     """Two workers, one slot each, both ``prefetch_multiplier``: who runs the short tasks?
 
     (The lab's check runs this; lesson 04 runs the same experiment in its cells.)
 
     1. queue one long task, then ``shorts`` short ones, while no worker consumes ``queue``;
-    2. start worker A; wait until it has stopped taking messages;
-    3. start worker B; wait until every task ran; stop both.
+    2. start worker A; wait until it runs the long task and has stopped taking messages;
+    3. start worker B (the long task lasts until then, and ``long_seconds`` more); wait until
+       every task ran; stop both.
 
     Short tasks that A took (prefetched) wait behind the long one although B is idle.
     """
     runs.clear()
+    b_is_up.clear()
     task.apply_async(("long", long_seconds), queue=queue)
     for i in range(shorts):
         task.apply_async((f"short-{i + 1}", short_seconds), queue=queue)
@@ -181,9 +187,11 @@ def head_of_line(task, prefetch_multiplier: int, queue: str, long_seconds: float
         held = total - queues.wait_settled(task.app, queue, quiet=0.3, timeout=5)   # ...and took what it could
         b = start_worker(task.app, concurrency=1, queues=[queue], hostname=f"B-{queue}@kernel",
                          prefetch_multiplier=prefetch_multiplier)
+        b_is_up.set()
         runs.wait_for(total, timeout=10)
         names = worker_names(a, b)
     finally:
+        b_is_up.set()   # never leave the long task waiting
         stop_all(a, b)
     items = runs.items
     long_run = next(r for r in items if r.label == "long")
