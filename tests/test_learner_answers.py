@@ -122,3 +122,17 @@ def test_a_cell_that_blocks_on_get_ends_at_the_cell_timeout_and_says_why(tmp_pat
     assert elapsed < 90
     assert labs.master_checks(solution)  # the master is untouched
     assert os.path.exists(tmp_path / "00_first_tasks.ipynb")
+
+
+def test_a_worker_that_cannot_start_in_a_learners_cell_is_one_line_in_the_scorecard():
+    from types import SimpleNamespace
+
+    from celerylab.grading.plugin import failure
+
+    evalue = ("worker lab08@host exited with status 1; log: /tmp/celerylab/lab08.log\n"
+              "Traceback (most recent call last):\n  File \"/venv/celery/concurrency/eventlet.py\", line 8\n"
+              "    import eventlet\nModuleNotFoundError: No module named 'eventlet'")
+    item = SimpleNamespace(test_outputs=[{"output_type": "error", "ename": "WorkerStartError", "evalue": evalue}])
+    assert failure(item, None, None) == ("error", "a worker with these settings could not start (ModuleNotFoundError: "
+                                                  "No module named 'eventlet'): that pool's package is not installed "
+                                                  "here; choose another pool")

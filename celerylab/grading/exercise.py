@@ -24,11 +24,11 @@ from .outcomes import ExerciseError, ExerciseIncorrect, ExerciseNotAttempted, is
 _EXC_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Exit)\b.*)$")
 
 
-def worker_start_message(exc: BaseException) -> str:
+def worker_start_message(exc: BaseException | str) -> str:
     """One line for a worker that could not start: the error at the end of its log, not the trace."""
     lines = str(exc).splitlines()
     found = [m.group(1) for line in lines[1:] if (m := _EXC_LINE.match(line))]
-    reason = found[-1].strip() if found else (lines[0] if lines else type(exc).__name__)
+    reason = found[-1].strip() if found else (lines[0] if lines else "WorkerStartError")
     text = " ".join(reason.split())[:160]
     hint = ""
     if "No module named" in text:

@@ -139,6 +139,10 @@ def failure(item, excinfo, label: str | None) -> tuple[str, str]:
         return "missing", str(excinfo.value)
     if error is not None and error.get("ename") == "KeyboardInterrupt" and getattr(item.parent, "timed_out", False):
         return "error", timed_out_message(item)
+    if error is not None and error.get("ename") == "WorkerStartError":
+        from .exercise import worker_start_message
+
+        return "error", worker_start_message(error.get("evalue", ""))  # one line, not the worker's log
     if error is not None:
         ename, evalue = error.get("ename", "Error"), clean(error.get("evalue", ""))
         status = STATUS_BY_ERROR.get(ename, "error")
