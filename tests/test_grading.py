@@ -558,6 +558,10 @@ def test_a_graded_check_still_passes_a_right_answer(solved, capsys):
     ("from unittest import mock\nmock.patch.object(q1, 'check').start()", "it patches the kit"),
     ("from unittest import mock\nmock.patch('celerylab.grading.exercise.Exercise.check').start()", "it patches the kit"),
     ("import builtins\nbuiltins.exec = print", "it replaces a built-in the grader uses"),
+    ("def exec(*args):\n    print('Correct')", "it rebinds `exec`"),
+    ("open = lambda *a: None", "it rebinds `open`"),
+    ("if True:\n    globals = dict", "it rebinds `globals`"),
+    ("from os import open", "it rebinds `open`"),
 ])
 def test_a_cell_that_changes_the_grader_is_named_before_it_runs(source, reason):
     found = integrity.changes_to_grader(source, {"q1", "q2", "q3", "Exercise"})
@@ -572,6 +576,8 @@ def test_a_cell_that_changes_the_grader_is_named_before_it_runs(source, reason):
     "%timeit add(1, 2)\nq1.hint()\nq1.solution()",
     "def send(n):\n    return make_report.apply_async(args=[n], queue='reports')",
     "this is not python (",
+    "def save(path):\n    open = path.open\n    with open('w') as f:\n        f.write('x')",
+    "results = [compile for compile in range(3)]",
 ])
 def test_ordinary_answer_cells_are_not_flagged(source):
     assert integrity.changes_to_grader(source, {"q1", "q2", "q3", "flaky_download"}) is None

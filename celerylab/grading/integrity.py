@@ -359,6 +359,29 @@ def _is_sys_modules(node) -> bool:
         and node.value.id == "sys"
 
 
+CHECK_CELL_NAMES = {"exec", "compile", "open", "globals", "__import__", "__builtins__"}  #: what a check cell calls
+
+
+def _top_level_bindings(tree) -> list[tuple[str, ast.AST]]:
+    """Names bound at the notebook's top level (not inside a function or class body)."""
+    found, todo = [], list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found.append((node.name, node))
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.extend(((a.asname or a.name).split(".")[0], node) for a in node.names)
+            continue
+        for sub in ast.iter_child_nodes(node):
+            if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+                found.append((sub.id, node))
+            elif isinstance(sub, (ast.stmt, ast.expr, ast.excepthandler, ast.withitem, ast.comprehension)) \
+                    and not isinstance(sub, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+                todo.append(sub)
+    return found
+
+
 PATCHERS = {"setattr", "delattr", "patch", "object", "setitem", "delitem", "reload"}
 MUTATORS = {"pop", "update", "clear", "setdefault", "popitem", "__setitem__", "__delitem__"}
 
@@ -374,6 +397,9 @@ def changes_to_grader(source: str, kit_names=()) -> str | None:
         tree = ast.parse("\n".join(lines))
     except SyntaxError:
         return None
+    for name, node in _top_level_bindings(tree):
+        if name in CHECK_CELL_NAMES:
+            return f"it rebinds `{name}`, which the grader's check cells call"
     kit = set(kit_names) | {"celerylab"}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
