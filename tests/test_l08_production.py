@@ -112,9 +112,26 @@ def test_restart_broker_demo_loses_the_queued_tasks(lab):
 
 
 @pytest.mark.slow
-def test_reserved_while_busy_counts_the_prefetched_messages(lab):
-    assert lab.reserved_while_busy(lab.slow) == 4  # multiplier 4, one slot, the running task acked
-    assert lab.reserved_while_busy(lab.slow_late, prefetch_multiplier=1) == 0
+def test_a_busy_worker_reserves_prefetched_messages_unless_multiplier_1_with_acks_late(lab):
+    """Lesson 08a's prefetch experiment (its cell does the same): one slot, a long task, six short ones."""
+    def reserved_while_busy(task, **worker_options):
+        labels = ["long"] + [f"short-{i}" for i in range(6)]
+        lab.reset(*labels)
+        worker = celerylab.start_worker(lab.app, concurrency=1, queues=["prefetch"], **worker_options)
+        try:
+            results = [task.apply_async((0.6, "long"), queue="prefetch")]
+            lab.running_pid("long")
+            results += [task.apply_async((0.01, label), queue="prefetch") for label in labels[1:]]
+            time.sleep(0.3)
+            held = 6 - lab.queue_length("prefetch")
+            for r in results:
+                r.get(timeout=10)
+        finally:
+            worker.stop()
+        return held
+
+    assert reserved_while_busy(lab.slow) == 4  # multiplier 4, one slot, the running task acked
+    assert reserved_while_busy(lab.slow_late, prefetch_multiplier=1) == 0
     assert lab.queue_length("prefetch") == 0 and lab.finished("long") == 1
 
 

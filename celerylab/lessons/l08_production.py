@@ -17,7 +17,6 @@ import redis
 from celery import signals
 from celery.exceptions import SoftTimeLimitExceeded
 
-import celerylab
 from celerylab.inspect_broker import create_redis_app
 
 # The lesson shows the Redis transport at work (the unacked hash, the visibility timeout,
@@ -327,36 +326,6 @@ def median_duration(task_name: str) -> float:
     with _stats_lock:
         values = sorted(_durations.get(task_name, ()))
     return values[len(values) // 2] if values else 0.0
-
-
-# ---------------------------------------------------------------------------------------
-# Prefetching
-# ---------------------------------------------------------------------------------------
-def reserved_while_busy(task, queue: str = "prefetch", short: int = 6, long: float = 0.6,
-                        settle: float = 0.3, **worker_options) -> int:
-    """How many short tasks a busy one-slot worker keeps away from other workers.
-
-    Starts a worker in this process (one slot, ``worker_options`` on top, e.g.
-    ``prefetch_multiplier=1``), sends it ``task(long, "long")`` and, once that runs, ``short``
-    quick ones; after ``settle`` seconds counts the short ones no longer in the queue: the worker
-    has reserved them, and waits for its long task to finish before running them. ``task`` is
-    :func:`slow` or :func:`slow_late`.
-    """
-    labels = ["long"] + [f"short-{i}" for i in range(short)]
-    reset(*labels)
-    worker = celerylab.start_worker(app, concurrency=1, queues=[queue], **worker_options)
-    try:
-        results = [task.apply_async((long, "long"), queue=queue)]
-        running_pid("long")
-        results += [task.apply_async((0.01, label), queue=queue) for label in labels[1:]]
-        time.sleep(settle)  # let the worker reserve what it wants
-        held = short - queue_length(queue)
-        for r in results:
-            r.get(timeout=10)
-            r.forget()
-    finally:
-        worker.stop()
-    return held
 
 
 # ---------------------------------------------------------------------------------------
