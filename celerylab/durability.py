@@ -1,4 +1,8 @@
-"""Does a batch of tasks survive a broker restart? The experiment behind lesson 08b and its test.
+"""Does a batch of tasks survive a broker restart? Lesson 08b's experiments, for tests/test_durability.py.
+
+Lesson 08b runs the same experiments in its cells (settings, publishing, counting); from this
+module it uses only plumbing: :class:`Ledger` (where tasks record that they ran), :class:`Queued`
+(a row of its table) and :func:`chart`.
 
 :func:`batch_through_restart` sends ``n`` tasks to a broker of our own (a
 :class:`celerylab.servers.RedisServer` or :class:`~celerylab.servers.RabbitMQServer`), lets a
@@ -9,7 +13,8 @@ separate embedded Redis), so the count does not depend on the broker that is bei
 * Redis without persistence: a restart empties the broker: every message still queued is lost.
 * Redis with ``appendonly yes`` (AOF, ``appendfsync always``): every write is on disk before Redis
   answers; after the restart the queue and the unacknowledged messages are back, and a worker
-  with ``acks_late`` finishes the batch.
+  with ``acks_late`` finishes the batch, except at most the messages it had just popped (``BRPOP``)
+  when the connection dropped, before kombu recorded them as unacknowledged.
 * RabbitMQ: Celery's queues are durable and its messages persistent by default, so a restarted
   RabbitMQ still holds them.
 
