@@ -102,7 +102,7 @@ def test_q2_measures_the_backoff(app, capsys):
 def test_q3_counts_charges(app, capsys):
     @app.task(bind=True, max_retries=3, name="t05.pay_once", shared=False)
     def pay_once(self, order_id, amount):
-        if redis_client().set(f"t05:charged:{self.request.id}", 1, nx=True, ex=60):
+        if redis_client().set(f"t05:charged:{order_id}", 1, nx=True, ex=60):
             ex.charge_card(order_id, amount)
         try:
             ex.send_receipt(order_id)
@@ -129,12 +129,22 @@ def test_q3_counts_charges(app, capsys):
             raise self.retry(exc=exc, countdown=0.1)
         return "paid"
 
+    @app.task(bind=True, max_retries=3, name="t05.pay_by_task_id", shared=False)
+    def pay_by_task_id(self, order_id, amount):  # catches retries and redeliveries, not a second send
+        if redis_client().set(f"t05:charged:{self.request.id}", 1, nx=True, ex=60):
+            ex.charge_card(order_id, amount)
+        try:
+            ex.send_receipt(order_id)
+        except TimeoutError as exc:
+            raise self.retry(exc=exc, countdown=0.1)
+        return "paid"
+
     charged = set()  # memory in this process only: a worker elsewhere does not see it
 
     @app.task(bind=True, max_retries=3, name="t05.pay_in_memory", shared=False)
     def pay_in_memory(self, order_id, amount):
-        if self.request.id not in charged:
-            charged.add(self.request.id)
+        if order_id not in charged:
+            charged.add(order_id)
             ex.charge_card(order_id, amount)
         try:
             ex.send_receipt(order_id)
@@ -148,6 +158,8 @@ def test_q3_counts_charges(app, capsys):
     # passes with a worker in this process; fails with the duplicate on a worker process
     with pytest.raises(ExerciseIncorrect, match="second time to a worker process.*charged the card 2 times"):
         ex.q3.check({"pay": pay_in_memory})
+    with pytest.raises(ExerciseIncorrect, match="new task id, charged the card 2 times.*key the memory on the order"):
+        ex.q3.check({"pay": pay_by_task_id})
     with pytest.raises(ExerciseIncorrect, match="charged the card 2 times"):
         ex.q3.check({"pay": pay_naive})
     redis_client().delete("t05:charged-once-ever")

@@ -26,6 +26,8 @@ def refresh(path: Path, timeout: int = 120) -> float:
     client.execute(cwd=str(path.parent))
     elapsed = time.monotonic() - start
     nb.metadata.pop("widgets", None)
+    for cell in nb.cells:  # nbclient's per-cell timestamps: noise in every diff
+        cell.metadata.pop("execution", None)
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue

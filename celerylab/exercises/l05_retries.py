@@ -182,21 +182,24 @@ class FetchQuotes(BindHint, RetriesOn):
 
 
 class PayOnce(BindHint, BehaviourCheck):
-    """``pay(order_id, amount)`` charges each order once, however often its task id runs."""
+    """``pay(order_id, amount)`` charges each order once: retried, delivered twice or sent again."""
 
     task = "pay"
     timeout = 6.0
-    correct = "pay charges each order once: a retry and a duplicate message charge nothing more."
+    correct = ("pay charges each order once: a retry, a duplicate message and the same order sent again "
+               "charge nothing more.")
     hints = (
-        "The task runs again with the *same* `self.request.id` after a retry, and when a message "
-        "is delivered twice. Remember that this id has charged, somewhere every worker sees: Redis.",
-        "`redis_client().set(f\"charged:{self.request.id}\", 1, nx=True, ex=86400)` returns True "
-        "only for the first caller; charge the card only then.",
+        "Three things run `pay` again for one order: a retry and a message delivered twice (both keep "
+        "`self.request.id`), and the same order sent again by the shop (a new task id). Only the order "
+        "itself is the same in all three: remember that this order has been charged, somewhere every "
+        "worker sees: Redis.",
+        "`redis_client().set(f\"charged:{order_id}\", 1, nx=True, ex=86400)` returns True only for the "
+        "first caller; charge the card only then.",
     )
     solution_text = """
         @app.task(bind=True, max_retries=3)
         def pay(self, order_id, amount):
-            if redis_client().set(f"charged:{self.request.id}", 1, nx=True, ex=86400):
+            if redis_client().set(f"charged:{order_id}", 1, nx=True, ex=86400):
                 charge_card(order_id, amount)
             try:
                 send_receipt(order_id)
@@ -265,13 +268,26 @@ class PayOnce(BindHint, BehaviourCheck):
                 raise ExerciseIncorrect(f"the same message delivered again, to a worker process, failed there with "
                                         f"{describe_exc(again.result)}: pay should run anywhere, with what the "
                                         f"setup cell imports")
+            made = Counter(order for order, _ in charges())
+            if made[b] > 1:
+                raise ExerciseIncorrect(f"the same task message delivered twice, the second time to a worker "
+                                        f"process of its own, charged the card {made[b]} times: keep the memory "
+                                        f"of what has been charged where every worker sees it (Redis), not in "
+                                        f"this kernel")
+            # the shop sends the same order again (a client retry, a double click): a new task id
+            resent = task.apply_async((b, 20.0), queue=elsewhere)
+            try:
+                resent.get(timeout=self.timeout, propagate=False)
+            except Exception:  # noqa: BLE001 - a timeout, reported below
+                raise ExerciseIncorrect(f"the worker process did not finish the order sent again within "
+                                        f"{self.timeout:g} s") from None
         finally:
             process.terminate(timeout=10)
         made = Counter(order for order, _ in charges())
         if made[b] > 1:
-            raise ExerciseIncorrect(f"the same task message delivered twice, the second time to a worker process "
-                                    f"of its own, charged the card {made[b]} times: keep the memory of which task "
-                                    f"ids have charged where every worker sees it (Redis), not in this kernel")
+            raise ExerciseIncorrect(f"pay({b!r}, 20.0) sent again by the shop, with a new task id, charged the card "
+                                    f"{made[b]} times: a task id only repeats in a retry or a redelivery; key the "
+                                    f"memory on the order (the business operation), not on self.request.id")
 
 
 _PREAMBLE = """\
