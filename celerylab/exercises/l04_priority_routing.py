@@ -144,11 +144,11 @@ class TenLevels(BehaviourCheck):
     hints = (
         "With the default bands [0, 3, 6, 9], priorities 1 and 2 land in band 0 together (first in, "
         "first out). Which transport option lists the bands?",
-        "`{'priority_steps': list(range(10))}` gives every priority 0-9 its own band "
-        "(add `'queue_order_strategy': 'priority'` to prefer queues in the order given, too).",
+        "`{'priority_steps': list(range(10))}` gives every priority 0-9 its own band. "
+        "(`queue_order_strategy` is another knob: the order a worker polls several queues in.)",
     )
     solution_text = """
-        transport_options = {"priority_steps": list(range(10)), "queue_order_strategy": "priority"}
+        transport_options = {"priority_steps": list(range(10))}
     """
 
     def _check(self, ns):
