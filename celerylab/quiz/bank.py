@@ -676,8 +676,10 @@ QUESTIONS: list[Question] = [
            "acks_late is on and the broker restarts while the worker runs a batch. What can happen after it "
            "reconnects?",
            ["Nothing unusual", "Some tasks run twice: one that finished as the connection dropped could not be "
-            "acknowledged and is delivered again", "All running tasks are lost", "The worker exits"], 1,
-           "At-least-once delivery: make tasks idempotent (lesson 05)."),
+            "acknowledged and is delivered again", "All running tasks are lost",
+            "Redis moves them to a dead-letter queue"], 1,
+           "At-least-once delivery: make tasks idempotent (lesson 05).",
+           evidence="tests/test_durability.py::test_a_task_that_ends_while_redis_restarts_runs_twice"),
     myth("myth-publish-retry-confirms", "08b", S08B["concept"],
          "task_publish_retry=True confirms that the broker has stored each task.", False,
          "It retries a publish that failed to send, is on by default, and confirms nothing; confirms are "
