@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from celery.app.task import Task
 
-from celerylab.grading.outcomes import ExerciseIncorrect
+from celerylab.grading.outcomes import BIND_HINT, ExerciseIncorrect
 
 from ._process import _learner_function
 
@@ -37,10 +37,10 @@ def require_bind(task: Task, name: str) -> None:
                                                 if hasattr(c, "co_names"))
     if params[:1] == ("self",):
         raise ExerciseIncorrect(f"`{name}` takes `self` first, but it is not declared with bind=True, so Celery "
-                                f"passes it your first argument instead: use @app.task(bind=True)")
+                                f"passes it your first argument instead: {BIND_HINT}")
     if uses_self:
         raise ExerciseIncorrect(f"`{name}` uses `self`, which only exists in a task declared with bind=True "
-                                f"(else NameError: name 'self' is not defined): use @app.task(bind=True) and "
+                                f"(else NameError: name 'self' is not defined): {BIND_HINT}, as in "
                                 f"`def {name}(self, ...)`")
 
 

@@ -20,7 +20,7 @@ from kombu.serialization import registry
 from celerylab import inspect_broker
 from celerylab.grading import BehaviourCheck, bind
 from celerylab.grading.kinds import fmt_call, short
-from celerylab.grading.outcomes import ExerciseIncorrect, ExerciseNotAttempted, ____, describe, describe_exc  # noqa: F401
+from celerylab.grading.outcomes import BIND_HINT, ExerciseIncorrect, ExerciseNotAttempted, ____, describe, describe_exc  # noqa: F401
 
 from ._bind import BindHint
 from celerylab.lessons.l02_serialization import PROCESS_QUEUE
@@ -226,7 +226,7 @@ class RequestFacts(BindHint, BehaviourCheck):
                 self.finished(call, outcome)
                 if outcome.state == "FAILURE" and isinstance(outcome.exc, NameError) and "self" in str(outcome.exc):
                     raise ExerciseIncorrect(f"{call} raised NameError: name 'self' is not defined (the seed "
-                                            f"article's bug): declare the task with bind=True")
+                                            f"article's bug): {BIND_HINT}")
                 got = self.succeeded(call, outcome)
                 if not isinstance(got, dict):
                     raise ExerciseIncorrect(f"{call} returned {describe(got)}; return a dict")

@@ -81,10 +81,14 @@ def describe(value, limit: int = 60) -> str:
 _UNSTABLE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|0x[0-9a-f]{6,}")
 
 
+#: the one wording for a task that needs ``self`` but was not declared with ``bind=True``
+BIND_HINT = "use @app.task(bind=True) to get self"
+
+
 def hint_for(exc: BaseException | None) -> str:
     """A fixed hint for errors with one usual cause (empty when there is none)."""
     if isinstance(exc, NameError) and "'self'" in str(exc):
-        return "use @app.task(bind=True) to get self"
+        return BIND_HINT
     if isinstance(exc, (ModuleNotFoundError, ImportError)) and getattr(exc, "name", None):
         return f"the package {exc.name!r} is not installed here"
     return ""
