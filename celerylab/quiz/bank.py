@@ -387,6 +387,14 @@ QUESTIONS: list[Question] = [
            ["It works", "Celery raises RuntimeError: waiting inside a task can deadlock the pool",
             "It returns None", "The worker restarts"], 1,
            "result.get() inside a task is refused; chain the tasks or use a callback instead."),
+    choice("l01-chain", "01", "4. Gotchas",
+           "`(add.s(2, 3) | add.s(10))()` runs on a worker, and so does `(add.s(2, 3) | add.si(1, 1))()`. "
+           "What do they return?",
+           ["15, then 2: a chain passes each result as the next task's first argument; .si() is immutable "
+            "and ignores it", "5, then 5: a chain returns its first task's result",
+            "An error: add.s(10) is missing an argument", "15, then 7: .si() adds the result too"], 0,
+           "A signature (.s()) is a task call packed up to be sent later; in a chain the result of one step "
+           "becomes the first argument of the next, unless the signature is immutable (.si())."),
 
     # ----- 02 -------------------------------------------------------------------------
     choice("l02-pickle", "02", "5. Why a worker must refuse pickle",
@@ -410,6 +418,12 @@ QUESTIONS: list[Question] = [
            ["The broker lost the task", "The worker did not import the module that defines that task "
             "name (or the names differ)", "The task raised", "JSON cannot carry it"], 1,
            "Messages carry the task's name; the worker must have a task registered under that exact name."),
+    choice("l02-hostname", "02", "7. `bind=True` and `self.request`",
+           "A bound task returns `self.request.hostname`. What does it report?",
+           ["The worker's node name (e.g. celery@host) on any `celery worker` process, threads pool included",
+            "The broker's host name", "Always the machine's name", "Nothing unless the prefork pool runs it"], 0,
+           "request.hostname is the node name of the worker that runs the task; the kit's in-kernel worker, "
+           "started without a node name, reports the machine's name. It does not depend on the pool."),
 
     # ----- 03 -------------------------------------------------------------------------
     code("l03-eta", "03", "2. Gotcha: naive datetimes (the seed article's `datetime.utcnow()`)",
@@ -471,6 +485,15 @@ QUESTIONS: list[Question] = [
            ["Nothing to do", "Declare the queue with x-max-priority; then a higher number runs first",
             "Use Streams", "Set priority_steps"], 1,
            "RabbitMQ priorities need x-max-priority on the queue and go the other way round from Redis."),
+    choice("l04-seed-routing", "04", "4. RabbitMQ: native priority, higher number first",
+           "The seed's configuration: only `task_queues=(Queue('high', routing_key='high.#', "
+           "queue_arguments={'x-max-priority': 10}), ...)`, then `task.apply_async(priority=10)`. Where does "
+           "the task go?",
+           ["To 'high', first in line", "To the default queue 'celery', which has no x-max-priority, so the "
+            "priority does nothing", "To every queue whose key matches high.#", "Nowhere: it is refused"], 1,
+           "task_queues declares queues; it does not route. With no task_routes (or queue=), a task goes to "
+           "task_default_queue ('celery'), and on the default direct exchange 'high.#' is a literal key, not "
+           "a pattern. Route it: task_routes={'name': {'queue': 'high'}}."),
     choice("l04-redis-priority-10", "04", "2. Priority on Redis: bands, and 0 comes first",
            "The seed sends `apply_async(priority=10)` to mean “most urgent”. On Redis with the default "
            "settings, where does that message go?",
@@ -531,6 +554,14 @@ QUESTIONS: list[Question] = [
            ["To retry tasks faster", "To keep the tasks that failed for good, so a human or a repair job "
             "can look at them and replay them", "To store results", "To make tasks idempotent"], 1,
            "It is the end of the retry road, not a retry mechanism."),
+    choice("l06-unacked", "06", "2. On Redis, nothing is dead-lettered",
+           "A Redis worker with the default prefetch runs one slow task while two more messages are "
+           "prefetched (acks_late off). How many messages are in the Redis `unacked` hash?",
+           ["0: everything was acked on receipt", "2: the prefetched ones, received but not yet acked; the "
+            "running one was acked when the pool accepted it", "3: every message the worker holds",
+            "1: only the running task"], 1,
+           "Early acknowledgement happens when the pool accepts a task, just before it runs; prefetched "
+           "messages wait in the unacked hash. With acks_late the running one stays there too (3)."),
 
     # ----- 07 -------------------------------------------------------------------------
     choice("l07-flower-auth", "07", "3. Flower: a dashboard and a REST API over the events",
@@ -579,6 +610,13 @@ QUESTIONS: list[Question] = [
             "It fails for good after max_retries (3) retries", "The input is skipped"], 1,
            "reject_on_worker_lost requeues without counting. Celery 5.7's task_retry_on_worker_lost=True "
            "re-sends it as a retry instead, so max_retries ends the loop; or revoke the task."),
+    choice("l08-retry-lost", "08", S08["poison"],
+           "A task kills its pool process on one input. Which setting turns the endless redelivery into at "
+           "most three runs?",
+           ["task_retry_on_worker_lost=True with max_retries=2", "task_reject_on_worker_lost=True",
+            "task_acks_late=False", "worker_max_tasks_per_child=3"], 0,
+           "Celery 5.7's retry_on_worker_lost re-sends the task as a retry, so max_retries bounds it: 3 "
+           "runs, then FAILURE with WorkerLostError; reject_on_worker_lost requeues without counting."),
     choice("l08-vt-dup", "08", S08["vt"],
            "With acks_late on Redis, a task runs longer than the visibility timeout. What happens?",
            ["Nothing", "Another worker gets the message too: the task runs twice", "It is killed",
