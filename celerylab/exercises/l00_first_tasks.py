@@ -73,7 +73,8 @@ class SendToReports(RoutesToQueue):
     task = "make_report"
     correct = "send_report sends make_report to the 'reports' queue, and a worker there runs it."
     hints = (
-        "`make_report.delay(n)` always uses the default queue, `celery`. "
+        "`make_report.delay(n)` takes no options: it goes where the task is routed, here the default queue "
+        "`celery`. "
         "`apply_async` takes the same arguments as a list, plus options.",
         "`apply_async(args=[n], queue=...)` picks the queue; return what it returns.",
     )

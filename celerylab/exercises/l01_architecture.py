@@ -104,8 +104,8 @@ class StartedIsVisible(BehaviourCheck):
     hints = (
         "Celery records STARTED only when asked: for one task with an option of `@app.task(...)`, or for "
         "the whole app with the setting `task_track_started`.",
-        "`@app.task(track_started=True)`. (Changing `app.conf.task_track_started` after the task was "
-        "defined does not change that task.)",
+        "`@app.task(track_started=True)`. (Changing `app.conf.task_track_started` once the app is "
+        "finalized, by a send or a worker start, does not change a task already bound to it.)",
     )
     solution_text = """
         @app.task(track_started=True)

@@ -242,8 +242,8 @@ class JsonTaskLog(BehaviourCheck):
         "`record.getMessage()` (the message with its % arguments filled in). json.dumps escapes quotes "
         "and newlines for you; building the string by hand does not.",
         "The running task is `celery.current_task` (from `from celery import current_task`); inside a "
-        "task `current_task.request.id` is its id. Outside a task `current_task` is None: write "
-        "`\"task_id\": None` then (JSON null).",
+        "task `current_task.request.id` is its id. Outside a task `current_task` is false (a proxy "
+        "to nothing: test `if current_task:`, not `is None`): write `\"task_id\": None` then (JSON null).",
     )
     solution_text = """
         from celery import current_task

@@ -571,7 +571,7 @@ QUESTIONS: list[Question] = [
            "Flower protects the API by default; /metrics and /healthcheck stay open."),
     choice("l07-events", "07", "4. Prometheus metrics, live",
            "celery-exporter shows no task metrics at all. What is missing?",
-           ["A result backend", "Worker events: start workers with -E (worker_send_task_events); "
+           ["A result backend", "Task events: start workers with -E (worker_send_task_events); "
             "task-sent needs task_send_sent_event", "Beat", "acks_late"], 1,
            "Monitoring tools read the event stream; workers do not send task events unless told to. Flower "
            "is the exception: it broadcasts enable_events to the workers itself every few seconds."),
