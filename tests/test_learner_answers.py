@@ -95,10 +95,15 @@ def test_learner_answer_gets_its_verdict(graded, lab, index, name):
     assert not result.ok or all(e[0] == "passed" for e in (variant.get("expect") or {}).values())
 
 
-def test_the_whole_set_is_graded_in_bounded_time(graded):
-    _, elapsed = graded
-    # about 3.5 min for 20 notebooks on 2 busy cores (most of it kernels and worker processes starting)
-    assert elapsed < 290, f"the regression set took {elapsed:.0f} s"
+def test_every_notebook_is_graded_within_its_time_limit(graded):
+    """Endless and blocking answers are stopped by the cell timeout, not by the notebook's time limit.
+
+    (How long the set takes is a machine's property, not a verdict: no wall-clock bound here.)
+    """
+    results, _ = graded
+    over = [f"{lab} variant {i}" for (lab, i), r in results.items() if r.state == "timed out"]
+    assert all(r.state == "done" for r in results.values()), {k: r.state for k, r in results.items()}
+    assert not over, f"stopped by the notebook time limit instead of the cell timeout: {over}"
 
 
 @pytest.mark.timeout(300)
