@@ -106,11 +106,6 @@ def test_pool_figure_is_rounded_plotly_json_with_a_text_line(lab):
     assert lab.pool_figure(timings, title="t")._repr_mimebundle_() == bundle  # same data, same output
 
 
-def test_restart_broker_demo_loses_the_queued_tasks(lab):
-    assert lab.restart_broker_demo(n=3) == (3, 0)
-    assert lab.restart_broker_demo(n=1) == (1, 0)
-
-
 @pytest.mark.slow
 def test_a_busy_worker_reserves_prefetched_messages_unless_multiplier_1_with_acks_late(lab):
     """Lesson 08a's prefetch experiment (its cell does the same): one slot, a long task, six short ones."""

@@ -437,36 +437,6 @@ def pool_figure(timings: dict, title: str = "Seconds per batch and pool") -> Fig
     return Figure(fig, f"(bar chart, seconds per batch) {text}")
 
 
-def restart_broker_demo(n: int = 3) -> tuple[int, int]:
-    """Queue ``n`` tasks on a second, throw-away embedded broker, restart it on the same port;
-    returns the queue's length (before, after) the restart. The embedded broker keeps its data
-    in memory only, so *after* is 0."""
-    from celery import Celery
-
-    from celerylab.resp_server import EmbeddedRedisServer
-
-    server = EmbeddedRedisServer().start()
-    port = server.port
-    try:
-        shop = Celery("shop", broker=f"redis://127.0.0.1:{port}/0", set_as_current=False)
-        try:
-            for i in range(n):
-                shop.send_task("l08.add", (i, i))
-        finally:
-            shop.close()
-        with redis.Redis(port=port) as client:
-            before = client.llen("celery")
-    finally:
-        server.stop()
-    server = EmbeddedRedisServer(port=port).start()  # same port, fresh memory
-    try:
-        with redis.Redis(port=port) as client:
-            after = client.llen("celery")
-    finally:
-        server.stop()
-    return before, after
-
-
 # ---------------------------------------------------------------------------------------
 # A stock redis-server (section 3 of the lesson): what persistence Redis has out of the box
 # ---------------------------------------------------------------------------------------
