@@ -1,8 +1,11 @@
-"""Tasks and helpers for notebooks/03_scheduling.ipynb: countdown, ETA, expires, beat, visibility timeout.
+"""Lesson 03's tasks and apps as a module: countdown, ETA, expires, beat, visibility timeout.
 
-Every task records when it ran in :data:`runs` (a :class:`RunLog`), so a lesson can show how
-late, how often and in which order things ran. The lesson's workers run in the kernel, so
-the log is shared with the notebook.
+notebooks/03_scheduling.ipynb defines the same tasks (same names) and apps in its own cells, where
+the learner reads and edits them; this module keeps a copy for tests/test_l03_scheduling.py.
+
+Every task records when it ran in :data:`runs` (a :class:`RunLog`), so a test can check how
+late, how often and in which order things ran. The workers run in the same process, so the log
+is shared.
 """
 from __future__ import annotations
 

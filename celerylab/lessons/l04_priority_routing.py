@@ -1,7 +1,11 @@
-"""Tasks and helpers for notebooks/04_priority_routing.ipynb: routing, priority bands, prefetch.
+"""Lesson 04's tasks and apps as a module: routing, priority bands, prefetch.
+
+notebooks/04_priority_routing.ipynb defines its tasks, apps and counting in its own cells, where
+the learner reads and edits them; this module keeps a copy for tests/test_l04_priority_routing.py
+and for the lab's q4 check (:func:`head_of_line` with :data:`work` / :data:`work_late`).
 
 Every task records one :class:`Run` (what, which worker, which queue, when) in :data:`runs`.
-The lesson's workers run in the kernel, so the notebook reads the same list.
+The workers run in the same process, so the caller reads the same list.
 
 Apps:
 
