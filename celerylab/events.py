@@ -709,12 +709,14 @@ class Watcher:
 
     def stop(self, settle: float = 1.0) -> None:
         """Stop receiving and sampling. ``settle``: first wait (up to that many seconds) until
-        no event has come for 0.25 s, so events of tasks that just finished are counted."""
+        no event has come for 0.25 s and no task is left started without its final event, so
+        events of tasks that just finished are counted (on a busy machine they come late)."""
         if self._thread is None:
             return
         if settle and self.running:
             deadline = time.monotonic() + settle
-            while time.monotonic() < deadline and time.monotonic() - self._last_event < 0.25:
+            while time.monotonic() < deadline and (time.monotonic() - self._last_event < 0.25
+                                                   or self.summary().states["started"]):
                 time.sleep(0.05)
         self._stopping.set()
         if self._receiver is not None:

@@ -54,7 +54,7 @@ def test_acks_late_is_off_by_default(app):
 
 
 def test_early_ack_happens_when_the_pool_accepts_the_task_not_when_the_worker_receives_it(app):
-    @app.task
+    @app.task(shared=False)
     def job():
         return 1
 
@@ -63,7 +63,7 @@ def test_early_ack_happens_when_the_pool_accepts_the_task_not_when_the_worker_re
     req.on_accepted(pid=123, time_accepted=time.monotonic())
     assert acks == [True]                  # the pool took it, just before running it
 
-    @app.task(acks_late=True)
+    @app.task(shared=False, acks_late=True)
     def late():
         return 1
 
@@ -78,7 +78,7 @@ def test_acks_on_failure_and_on_timeout_replace_the_deprecated_combined_setting(
     assert old.deprecate_by == "6.0" and "task_acks_on_failure" in old.alt and "task_acks_on_timeout" in old.alt
     assert task_ns["acks_on_failure"].default is None and task_ns["acks_on_timeout"].default is None
 
-    @app.task(acks_late=True)
+    @app.task(shared=False, acks_late=True)
     def job():
         return 1
 
@@ -87,7 +87,7 @@ def test_acks_on_failure_and_on_timeout_replace_the_deprecated_combined_setting(
 
 def test_acks_on_failure_false_rejects_a_failed_task_without_requeue(app):
     """What a RabbitMQ dead-letter exchange needs: the failed message rejected, not acked."""
-    @app.task(acks_late=True, acks_on_failure=False)
+    @app.task(shared=False, acks_late=True, acks_on_failure=False)
     def job():
         return 1
 
@@ -95,7 +95,7 @@ def test_acks_on_failure_false_rejects_a_failed_task_without_requeue(app):
     req.on_failure(_einfo(ValueError("boom")))
     assert acks == [] and rejects == [False]
 
-    @app.task(acks_late=True)
+    @app.task(shared=False, acks_late=True)
     def default():
         return 1
 
@@ -108,7 +108,7 @@ def test_worker_lost_requeues_for_ever_unless_retry_on_worker_lost(app):
     """reject_on_worker_lost requeues however often it happened; retry_on_worker_lost counts it as a retry."""
     assert app.conf.task_retry_on_worker_lost is False
 
-    @app.task(acks_late=True, reject_on_worker_lost=True, max_retries=3)
+    @app.task(shared=False, acks_late=True, reject_on_worker_lost=True, max_retries=3)
     def poison():
         return 1
 
@@ -117,7 +117,7 @@ def test_worker_lost_requeues_for_ever_unless_retry_on_worker_lost(app):
     req.on_failure(_einfo(WorkerLostError("killed")))
     assert rejects == [True] and acks == []
 
-    @app.task(acks_late=True, reject_on_worker_lost=True, retry_on_worker_lost=True, max_retries=3)
+    @app.task(shared=False, acks_late=True, reject_on_worker_lost=True, retry_on_worker_lost=True, max_retries=3)
     def counted():
         return 1
 
@@ -143,7 +143,7 @@ def test_task_publish_retry_is_on_by_default_with_its_policy(app):
 
 def test_task_id_is_kept_by_a_retry_but_new_for_a_second_send(app):
     """Why an idempotency key must come from the business operation, not from the task id."""
-    @app.task(bind=True)
+    @app.task(shared=False, bind=True)
     def charge(self, order_id):
         return order_id
 
@@ -159,7 +159,7 @@ def test_task_id_is_kept_by_a_retry_but_new_for_a_second_send(app):
 def test_naive_eta_is_read_as_utc_whatever_the_app_timezone(app):
     app.conf.timezone = "Asia/Shanghai"                # UTC+8, no DST
 
-    @app.task
+    @app.task(shared=False)
     def job():
         return 1
 
