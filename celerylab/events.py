@@ -709,14 +709,21 @@ class Watcher:
 
     def stop(self, settle: float = 1.0) -> None:
         """Stop receiving and sampling. ``settle``: first wait (up to that many seconds) until
-        no event has come for 0.25 s and no task is left started without its final event, so
-        events of tasks that just finished are counted (on a busy machine they come late)."""
+        no event has come for 0.25 s, so events of tasks that just finished are counted; while a
+        task is left started without its final event, wait for it up to 3 s (on a busy machine
+        it comes late)."""
         if self._thread is None:
             return
         if settle and self.running:
-            deadline = time.monotonic() + settle
-            while time.monotonic() < deadline and (time.monotonic() - self._last_event < 0.25
-                                                   or self.summary().states["started"]):
+            start = time.monotonic()
+            while True:
+                now = time.monotonic()
+                started = self.summary().states["started"]
+                # a started task's final event is on its way: give it longer than a quiet spell
+                if now - start >= (max(settle, 3.0) if started else settle):
+                    break
+                if not started and now - self._last_event >= 0.25:
+                    break
                 time.sleep(0.05)
         self._stopping.set()
         if self._receiver is not None:
