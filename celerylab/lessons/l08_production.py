@@ -272,12 +272,13 @@ def where_is(task_id: str) -> str:
     """
     client = db()
     for key in client.scan_iter(count=1000):
-        if key.startswith(("l08:", "celery-task-meta-", "_kombu", "unacked")):
+        if key.startswith(("l08:", "celery-task-meta-", "_kombu", "unacked", "poison_unacked")):
             continue
         if client.type(key) == "list" and any(task_id in m for m in client.lrange(key, 0, -1)):
             return "queued"
-    if any(task_id in m for m in client.hvals("unacked")):
-        return "unacked"
+    for key in ("unacked", "poison_unacked"):  # the lesson's poisoned worker keeps its own (section 1)
+        if client.type(key) == "hash" and any(task_id in m for m in client.hvals(key)):
+            return "unacked"
     return "gone"
 
 
