@@ -72,6 +72,11 @@ def _leave_body(ident: int, outer: str | None) -> None:
             continue
 
 
+#: task id -> time.monotonic() when its body returned or raised (the tracer's own work, e.g.
+#: sending a chain's next task, comes after); checks that ask "was this body still running?" use it
+BODY_ENDED: dict[str, float] = {}
+
+
 def guard_task_body(task) -> None:
     """Make ``task``'s body abandonable by :func:`abandon_task` (idempotent).
 
@@ -89,6 +94,7 @@ def guard_task_body(task) -> None:
         try:
             return original(*args, **kwargs)
         finally:
+            BODY_ENDED[task.request.id] = time.monotonic()
             _leave_body(ident, outer)
 
     run.__celerylab_unguarded__ = original
