@@ -129,10 +129,13 @@ def test_the_seed_formula_keeps_a_herd_together_and_jitter_spreads_it(lesson):
         herd_n = [runs[n] for runs in herd_back]
         assert max(herd_n) - min(herd_n) < 0.03, (n, herd_n)
         assert abs(herd_n[0] - 0.1 * (2 ** n - 1)) < 0.05, (n, herd_n)
-        # a jittered countdown shorter than the trip through the broker starts late by that trip
+        # jittered runs follow their own random plans: never early; late only by trips through the
+        # broker (a loaded machine adds a few tenths), and spread apart where the herd stays together
         plan = [sum(l05.jitter_for(c, k, 0.1) for k in range(n)) for c in range(4)]
         got = [runs[n] for runs in jitter_back]
-        assert all(-0.01 < g - want < 0.1 for g, want in zip(got, plan)), (n, got, plan)
+        assert all(-0.01 < g - want < 0.3 for g, want in zip(got, plan)), (n, got, plan)
+        if max(plan) - min(plan) > 0.1:
+            assert max(got) - min(got) > 0.05, (n, got, plan)
 
 
 def test_a_retry_keeps_the_task_id_and_charges_again_without_deduplication(lesson):
