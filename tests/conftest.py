@@ -94,3 +94,27 @@ def rabbitmq_url(tmp_path_factory):
 
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture(scope="module")
+def lab():
+    """Lesson 08's module on a fresh embedded broker (its app is created at import: reload it).
+
+    Celery's tasks are shared between apps, so the reloaded tasks' names are seen twice: the test
+    files that use this fixture ignore DuplicateTaskNameWarning.
+    """
+    import importlib
+
+    import celerylab
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("CELERYLAB_BROKER_URL", raising=False)
+        old = celerylab.current_broker()
+        if old is not None:
+            old.stop()
+        celerylab.start_broker()
+        module = importlib.reload(importlib.import_module("celerylab.lessons.l08_production"))
+        module._clients.clear()
+        module.reset()
+        yield module
+        celerylab.cleanup()

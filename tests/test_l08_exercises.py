@@ -1,7 +1,6 @@
 """Lab 08's checks: an answer that misses one stated requirement fails (more in test_l08_production)."""
 from __future__ import annotations
 
-import importlib
 
 import pytest
 
@@ -12,20 +11,7 @@ M = "celerylab.lessons.l08_production"
 pytestmark = pytest.mark.filterwarnings("ignore::celery.exceptions.DuplicateTaskNameWarning")
 
 
-@pytest.fixture(scope="module")
-def lab():
-    """Lesson 08's module on a fresh embedded broker (its app is created at import: reload it)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("CELERYLAB_BROKER_URL", raising=False)
-        old = celerylab.current_broker()
-        if old is not None:
-            old.stop()
-        celerylab.start_broker()
-        module = importlib.reload(importlib.import_module(M))
-        module._clients.clear()
-        module.reset()
-        yield module
-        celerylab.cleanup()
+# `lab`: lesson 08's module on a fresh embedded broker (tests/conftest.py)
 
 
 def test_q2_soft_limit_of_one_second_and_thumbnails_in_order(lab, capsys):

@@ -1,7 +1,6 @@
 """Lesson 08's helpers and the behaviour the lesson teaches, asserted on real worker processes."""
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -19,21 +18,7 @@ M = "celerylab.lessons.l08_production"
 pytestmark = pytest.mark.filterwarnings("ignore::celery.exceptions.DuplicateTaskNameWarning")
 
 
-@pytest.fixture(scope="module")
-def lab():
-    """Lesson 08's module on a fresh embedded broker (its app is created at import: reload it)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("CELERYLAB_BROKER_URL", raising=False)
-        old = celerylab.current_broker()
-        if old is not None:
-            old.stop()
-        celerylab.start_broker()
-        module = importlib.import_module(M)
-        module = importlib.reload(module)
-        module._clients.clear()
-        module.reset()
-        yield module
-        celerylab.cleanup()
+# `lab`: lesson 08's module on a fresh embedded broker (tests/conftest.py)
 
 
 # -- helpers -------------------------------------------------------------------------------
