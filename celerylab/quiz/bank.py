@@ -784,6 +784,28 @@ QUESTIONS: list[Question] = [
 ]
 
 
+# More questions live in celerylab/quiz/topics/*.py, one module per lesson or subject (so that a new
+# lesson adds its questions in its own file). A module defines QUESTIONS and, for a new lesson,
+# LESSON = (number, notebook file, title). Modules are read in name order.
+def _load_topics() -> None:
+    import importlib
+    import pkgutil
+
+    from . import topics
+
+    for info in sorted(pkgutil.iter_modules(topics.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{topics.__name__}.{info.name}")
+        lesson = getattr(module, "LESSON", None)
+        if lesson:
+            number, notebook, title = lesson
+            LESSONS[number] = notebook
+            TITLES[number] = title
+        QUESTIONS.extend(module.QUESTIONS)
+
+
+_load_topics()
+
+
 def by_id() -> dict[str, Question]:
     return {q.id: q for q in QUESTIONS}
 
