@@ -194,3 +194,15 @@ def test_q2_jitter_must_be_off(app):
 
     with pytest.raises(ExerciseIncorrect, match="retry_jitter on"):
         ex.q2.check({"fetch_quotes": jitter})
+
+
+def test_the_generated_task_modules_folder_goes_with_the_kernel():
+    """Lab 05 q3 writes the learner's task to a module for its worker process; nothing stays in /tmp."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from celerylab.exercises import _process as p; d, n = p.write_module('x = 1\\n', 't'); "
+            "import os; assert os.path.exists(os.path.join(d, n + '.py')); print(d)")
+    folder = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert folder and not os.path.exists(folder)

@@ -8,10 +8,12 @@ copied as it is now: the worker process gets its own copy, as a worker on anothe
 """
 from __future__ import annotations
 
+import atexit
 import builtins
 import inspect
 import itertools
 import os
+import shutil
 import tempfile
 import textwrap
 import types
@@ -118,6 +120,8 @@ def write_module(source: str, stem: str) -> tuple[str, str]:
     global _dir
     if _dir is None:
         _dir = tempfile.mkdtemp(prefix="celerylab-lab-tasks-")
+        # the folder goes with the kernel (its worker processes are stopped before atexit runs)
+        atexit.register(shutil.rmtree, _dir, ignore_errors=True)
     name = f"{stem}_{os.getpid()}_{next(_ids)}"
     with open(os.path.join(_dir, f"{name}.py"), "w", encoding="utf-8") as f:
         f.write(source)
