@@ -19,6 +19,7 @@ number (or None: no data, never fires), a threshold (``above``) and a ``for_`` d
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import deque
@@ -129,10 +130,28 @@ class Rule:
         return f"<rule {self.name}: > {self.above:g} for {self.for_:g} s>"
 
 
+_UNITS = (("h", 3600_000), ("m", 60_000), ("s", 1000), ("ms", 1))
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
+
+
 def _minutes(seconds: float) -> str:
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{int(seconds // 60)}m"
-    return f"{seconds:g}s"
+    """A Prometheus duration: ``300`` -> ``5m``, ``3`` -> ``3s``, ``0.6`` -> ``600ms``."""
+    ms = round(seconds * 1000)
+    if ms <= 0:
+        return "0s"
+    for unit, size in _UNITS:
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def parse_duration(text: str) -> float:
+    """A Prometheus duration in seconds: ``5m`` -> 300.0, ``1h30m`` -> 5400.0, ``600ms`` -> 0.6."""
+    m = _DURATION.match(str(text).strip())
+    if not m or not any(m.groups()):
+        raise AlertRuleError(f"not a Prometheus duration: {text!r} (write e.g. 5m, 30s, 500ms)")
+    h, mi, s, ms = (int(g or 0) for g in m.groups())
+    return h * 3600 + mi * 60 + s + ms / 1000
 
 
 def failure_rate(window: float = 300.0, above: float = 0.10, min_tasks: int = 1, for_: float = 0.0,
@@ -147,9 +166,10 @@ def failure_rate(window: float = 300.0, above: float = 0.10, min_tasks: int = 1,
         return None if done < min_tasks else failed / done
 
     w, sel = _minutes(window), _selector(labels)
+    failed = f"sum(increase(celery_task_failed_total{sel}[{w}]))"
+    done = f"({failed} + sum(increase(celery_task_succeeded_total{sel}[{w}])))"
     return Rule(alert, expr, above, for_, f"more than {above:.0%} of tasks failed over {w}",
-                f"sum(increase(celery_task_failed_total{sel}[{w}])) / (sum(increase(celery_task_failed_total{sel}[{w}]))"
-                f" + sum(increase(celery_task_succeeded_total{sel}[{w}]))) > {above:g}")
+                f"{failed} / {done} > {above:g} and {done} >= {min_tasks:g}")
 
 
 def _selector(labels: dict) -> str:
@@ -166,7 +186,7 @@ def backlog(above: float = 1000, for_: float = 300.0, queue: str | None = None, 
 
     sel = f'{{queue_name="{queue}"}}' if queue else ""
     return Rule(alert, expr, above, for_, f"a queue holds more than {above:g} messages for {_minutes(for_)}",
-                f"max(celery_queue_length{sel}) > {above:g}  (for: {_minutes(for_)})")
+                f"max(celery_queue_length{sel}) > {above:g}")
 
 
 def worker_offline(for_: float = 0.0, alert: str = "WorkerOffline") -> Rule:
@@ -176,8 +196,7 @@ def worker_offline(for_: float = 0.0, alert: str = "WorkerOffline") -> Rule:
         series = h.series("celery_worker_up")
         return sum(1 for v in series.values() if v == 0) if series else None
 
-    return Rule(alert, expr, 0, for_, "a worker stopped sending heartbeats",
-                f"celery_worker_up == 0  (for: {_minutes(for_)})")
+    return Rule(alert, expr, 0, for_, "a worker stopped sending heartbeats", "celery_worker_up == 0")
 
 
 def slow_tasks(threshold: float = 60.0, window: float = 300.0, for_: float = 0.0, alert: str = "SlowTasks",
@@ -219,14 +238,72 @@ def seed_rules(scale: float = 1.0, backlog_above: float = 1000) -> list[Rule]:
     """The seed article's alert strategy, with every duration multiplied by ``scale``
     (``scale=1/60`` turns minutes into seconds for a lesson):
 
-    failure rate > 10 % over 5 min; backlog > ``backlog_above`` for 5 min; any worker
-    offline; a task running longer than a threshold (60 s, scaled, rounded to a bucket bound).
+    failure rate > 10 % over 5 min (at least 5 finished tasks); backlog > ``backlog_above`` for
+    5 min; any worker offline; a task running longer than a threshold (60 s, scaled, rounded to a
+    bucket bound). At ``scale=1`` these are the rules of ``monitoring/prometheus/celery-alerts.rules.yml``
+    (tests/test_prometheus_rules.py checks it).
     """
     from prometheus_client import Histogram
 
     slow = min(Histogram.DEFAULT_BUCKETS, key=lambda b: abs(b - 60.0 * scale))
-    return [failure_rate(300 * scale, 0.10), backlog(backlog_above, 300 * scale), worker_offline(0),
+    return [failure_rate(300 * scale, 0.10, min_tasks=5), backlog(backlog_above, 300 * scale), worker_offline(0),
             slow_tasks(slow if slow != float("inf") else 10.0, 300 * scale)]
+
+
+_SEL = r"(\{[^}]*\})?"
+_NUM = r"([0-9.]+(?:e[+-]?\d+)?)"
+
+
+def _labels_of(selector: str | None) -> dict:
+    return dict(re.findall(r'(\w+)="([^"]*)"', selector or ""))
+
+
+def _rule_from_expr(name: str, expr: str, for_: float) -> Rule | None:
+    """The kit's rule for one of the four expression shapes its constructors write, or None."""
+    m = re.fullmatch(r"max\(celery_queue_length" + _SEL + r"\) > " + _NUM, expr)
+    if m:
+        return backlog(float(m[2]), for_, _labels_of(m[1]).get("queue_name"), alert=name)
+    if expr == "celery_worker_up == 0":
+        return worker_offline(for_, alert=name)
+    m = re.match(r"sum\(increase\(celery_task_failed_total" + _SEL + r"\[(\w+)\]\)\)", expr)
+    tail = re.search(r" > " + _NUM + r" and .* >= " + _NUM + "$", expr)
+    if m and tail:
+        return failure_rate(parse_duration(m[2]), float(tail[1]), int(float(tail[2])), for_, name, _labels_of(m[1]))
+    m = re.match(r"sum\(increase\(celery_task_runtime_count" + _SEL + r"\[(\w+)\]\)\)", expr)
+    le = re.search(r'le="([^"]+)"', expr)
+    if m and le:
+        return slow_tasks(float(le[1]), parse_duration(m[2]), for_, name, _labels_of(m[1]))
+    return None
+
+
+def rules_from_prometheus(source) -> list[Rule]:
+    """The kit's rules for a Prometheus rules file (a path or its YAML text), so that the kit's
+    evaluator and Prometheus evaluate the same file. Each ``expr`` must be in one of the four
+    shapes the kit's constructors write (``failure_rate``, ``backlog``, ``worker_offline``,
+    ``slow_tasks``); the rule's ``for:`` is kept. Anything else raises :class:`AlertRuleError`."""
+    import os
+
+    import yaml
+
+    text = source
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source and os.path.exists(source)):
+        with open(source, encoding="utf-8") as f:
+            text = f.read()
+    doc = yaml.safe_load(text) or {}
+    rules = []
+    for group in doc.get("groups", []):
+        for spec in group.get("rules", []):
+            if "alert" not in spec:
+                continue  # recording rules: nothing to fire
+            expr = " ".join(str(spec["expr"]).split())
+            for_ = parse_duration(spec["for"]) if spec.get("for") else 0.0
+            rule = _rule_from_expr(spec["alert"], expr, for_)
+            if rule is None or rule.promql != expr:
+                raise AlertRuleError(f"alert {spec['alert']}: the kit's evaluator reads only the expression shapes "
+                                     f"its rule constructors write; got {expr!r}"
+                                     + (f", expected {rule.promql!r}" if rule is not None else ""))
+            rules.append(rule)
+    return rules
 
 
 # ---------------------------------------------------------------------------------------
