@@ -36,8 +36,25 @@ define apt_install
 	  else echo "note: $(1) not installed and not root; the tests that need it will skip"; fi; }
 endef
 
+## Prometheus, promtool and Alertmanager (lesson 07, tests/test_prometheus_*.py). The Debian
+## packages would start system services listening on 0.0.0.0: a policy-rc.d refuses every
+## service start during the install, and the services are disabled afterwards.
+define apt_install_nostart
+	@( for p in $(2); do command -v $$p >/dev/null 2>&1 || exit 1; done ) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "==> installing $(1) (apt-get, services not started)"; \
+	    own=; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '%s\n' '#!/bin/sh' 'exit 101' > /usr/sbin/policy-rc.d; \
+	      chmod +x /usr/sbin/policy-rc.d; own=1; fi; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(1) >/dev/null) \
+	      || echo "warning: could not install $(1); the tests that need it will skip"; \
+	    if [ -n "$$own" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+	    for s in $(1); do systemctl disable --now $$s >/dev/null 2>&1 || true; done; \
+	  else echo "note: $(1) not installed and not root; the tests that need it will skip"; fi; }
+endef
+
 sysdeps:
 	$(call apt_install,redis-server,redis-server,/usr/bin/redis-server)
+	$(call apt_install_nostart,prometheus prometheus-alertmanager,prometheus promtool prometheus-alertmanager)
 
 sysdeps-brokers: sysdeps
 	$(call apt_install,rabbitmq-server,rabbitmq-server,/usr/lib/rabbitmq/bin/rabbitmq-server)
