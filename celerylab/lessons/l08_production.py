@@ -86,6 +86,37 @@ def poison_retry(self, label: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+@app.task(name="l08.fail_late", acks_late=True)
+def fail_late(label: str) -> None:
+    """Raises: a late-acked task that fails (``acks_on_failure`` left at its default, True: ack)."""
+    note(label, "start")
+    raise ValueError(label)
+
+
+@app.task(name="l08.fail_late_reject", acks_late=True, acks_on_failure=False)
+def fail_late_reject(label: str) -> None:
+    """:func:`fail_late` with ``acks_on_failure=False``: the failed message is rejected, not acked."""
+    note(label, "start")
+    raise ValueError(label)
+
+
+@app.task(name="l08.hang_late", acks_late=True, time_limit=0.3)
+def hang_late(label: str, seconds: float = 1.0) -> str:
+    """Runs past its hard time limit, late-acked (``acks_on_timeout`` at its default, True: ack)."""
+    note(label, "start")
+    time.sleep(seconds)
+    return "finished"
+
+
+@app.task(name="l08.hang_late_requeue", acks_late=True, time_limit=0.3, acks_on_timeout=False)
+def hang_late_requeue(label: str, seconds: float = 1.0) -> str:
+    """:func:`hang_late` with ``acks_on_timeout=False``: the timed-out message is rejected *with
+    requeue*, so it comes back, times out again, comes back..."""
+    note(label, "start")
+    time.sleep(seconds)
+    return "finished"
+
+
 @app.task(name="l08.charge", bind=True)
 def charge(self, order_id: str, amount: int, seconds: float = 0.0, key: str | None = None) -> str:
     """Charge a customer: the side effect must happen once, however often the task runs.
