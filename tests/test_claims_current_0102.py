@@ -1,0 +1,120 @@
+"""Claims of lessons 01 and 02 about Celery 5.7 features, checked against the installed Celery.
+
+* lesson 01: ``AsyncResult.exists()`` tells "the backend holds a record for this id" from "no record",
+  and nothing writes a record when a task is sent (``result_extended`` included);
+* lesson 02: typed task arguments with ``@app.task(pydantic=True)``: what the caller sends, what
+  the task receives, how the return value is stored, the decorator's options, and what the caller
+  sees when validation fails on the worker.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+from celery import Celery, states
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
+
+
+@pytest.fixture
+def app():
+    app = Celery("claims-0102", broker="memory://", backend="cache+memory://", set_as_current=False)
+    app.conf.result_extended = True
+    app.control.purge()  # the memory transport is shared by the process: start from an empty queue
+    yield app
+    app.control.purge()
+    app.close()
+
+
+# -- lesson 01: exists() --------------------------------------------------------------------------
+def test_exists_needs_a_record_written_by_a_worker_not_the_send(app):
+    @app.task(shared=False)
+    def add(x, y):
+        return x + y
+
+    assert app.conf.result_extended is True
+    sent = add.delay(1, 2)                                  # no worker: it stays queued
+    assert sent.state == states.PENDING and sent.exists() is False
+    assert app.AsyncResult("never-sent").exists() is False  # the same answer as a sent task
+    app.backend.store_result(sent.id, {"pid": 1}, states.STARTED)  # what track_started makes a worker do
+    assert sent.exists() is True
+    app.backend.store_result(sent.id, 3, states.SUCCESS)
+    assert sent.exists() is True
+    app.backend.forget(sent.id)                             # as when the result expires
+    assert sent.exists() is False
+
+
+# -- lesson 02: pydantic=True ---------------------------------------------------------------------
+class Order(BaseModel):
+    sku: str
+    qty: int = Field(gt=0)
+
+
+class Receipt(BaseModel):
+    sku: str
+    qty: int
+    note: str | None = None
+    received: str
+
+
+class Tagged(BaseModel):
+    sku: str
+
+    @field_validator("sku")
+    @classmethod
+    def add_prefix(cls, value: str, info: ValidationInfo) -> str:
+        return f"{info.context['prefix']}{value}@{info.context['celery_task_name']}"
+
+
+def _sent_body(app):
+    """The (args, kwargs, embed) of the message waiting on the memory broker."""
+    with app.connection_for_read() as conn:
+        queue = conn.SimpleQueue("celery")
+        message = queue.get(timeout=1)
+        message.ack()
+        body = message.payload
+        queue.close()
+    return body
+
+
+def test_pydantic_caller_sends_a_json_dict_and_the_task_receives_the_model(app):
+    @app.task(shared=False, pydantic=True)
+    def place(order: Order) -> Receipt:
+        return Receipt(sku=order.sku, qty=order.qty, received=type(order).__name__)
+
+    place.delay(Order(sku="A-1", qty=2))
+    args, kwargs, _ = _sent_body(app)
+    assert args == [{"sku": "A-1", "qty": 2}] and kwargs == {}   # a plain dict, JSON
+    got = place(*args)                                          # what the worker calls
+    assert got == {"sku": "A-1", "qty": 2, "note": None, "received": "Order"}  # the model, dumped
+    assert place({"sku": "A-1", "qty": "2"})["qty"] == 2        # lax by default: "2" -> 2
+
+
+def test_pydantic_options_strict_context_dump_kwargs(app):
+    @app.task(shared=False, pydantic=True, pydantic_strict=True)
+    def strict(order: Order) -> Receipt:
+        return Receipt(sku=order.sku, qty=order.qty, received="Order")
+
+    with pytest.raises(ValidationError):
+        strict({"sku": "A-1", "qty": "2"})
+
+    @app.task(shared=False, name="tagged", pydantic=True, pydantic_context={"prefix": "shop-"},
+              pydantic_dump_kwargs={"exclude_none": True})
+    def tagged(item: Tagged) -> Receipt:
+        return Receipt(sku=item.sku, qty=1, received="Tagged")
+
+    assert tagged({"sku": "A-1"}) == {"sku": "shop-A-1@tagged", "qty": 1, "received": "Tagged"}  # no "note"
+
+
+def test_pydantic_bad_argument_fails_on_the_worker_and_reaches_the_caller_as_a_plain_exception(app):
+    @app.task(shared=False, pydantic=True)
+    def place(order: Order) -> Receipt:
+        return Receipt(sku=order.sku, qty=order.qty, received="Order")
+
+    place.delay({"sku": "A-1", "qty": 0})                  # the caller validates no dict: sent
+    args, _, _ = _sent_body(app)
+    with pytest.raises(ValidationError) as info:           # the worker's call raises, before the body
+        place(*args)
+    stored = json.loads(json.dumps(app.backend.prepare_exception(info.value)))  # what a JSON backend stores
+    assert stored["exc_type"] == "ValidationError" and stored["exc_message"] == []  # no arguments to rebuild it
+    rebuilt = app.backend.exception_to_python(stored)      # what the caller's .get() raises
+    assert type(rebuilt) is Exception and "ValidationError" in str(rebuilt)
