@@ -17,6 +17,7 @@ The RabbitMQ experiments are in the lesson's cells (with :mod:`celerylab.recorde
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -207,6 +208,29 @@ def head_of_line(task, prefetch_multiplier: int, queue: str, long_seconds: float
         held_by_a=held, stuck=len(stuck),
         shorts_on_a=sum(1 for r in short_runs if names.get(r.thread, "").startswith("A-")),
         shorts_on_b=sum(1 for r in short_runs if names.get(r.thread, "").startswith("B-")))
+
+
+# -- the same experiment with worker processes (worker_disable_prefetch) ---------------------------
+@app.task(bind=True, name="l04.hol_proc", shared=False)
+def hol_proc(self, label, seconds):
+    """For worker *processes* (lesson 04, section 5): ``[label, worker pid, started, finished]``.
+
+    Wall-clock times (``time.time()``), comparable across processes. The task labelled "long"
+    notes in Redis that it began (``l04:long-begun:<queue>``), then lasts until the kernel sets
+    ``l04:b-up:<queue>`` (worker B is up), and ``seconds`` more.
+    """
+    import redis
+
+    started = time.time()
+    queue = (self.request.delivery_info or {}).get("routing_key")
+    if label == "long":
+        client = redis.Redis.from_url(self.app.conf.broker_url)
+        client.set(f"l04:long-begun:{queue}", 1)
+        deadline = time.monotonic() + 15
+        while not client.exists(f"l04:b-up:{queue}") and time.monotonic() < deadline:
+            time.sleep(0.02)
+    time.sleep(seconds)
+    return [label, os.getpid(), started, time.time()]
 
 
 # -- RabbitMQ -------------------------------------------------------------------------------------
