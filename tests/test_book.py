@@ -1,0 +1,305 @@
+"""The course as a static book (``make book``, book/build.py).
+
+Unit tests check the staging (lessons found by glob, times, outputs made renderable offline,
+labs with folded hints and solutions, the quiz with folded answers). The browser test serves the
+built site on 127.0.0.1, opens every page in headless Chromium with every other address blocked,
+and checks: no console error, no failed request, every internal link and anchor resolves, every
+lesson page draws as many plotly charts as its notebook stores, search finds a lesson.
+"""
+from __future__ import annotations
+
+import functools
+import html.parser
+import importlib.util
+import json
+import os
+import sys
+import threading
+import time
+import urllib.parse
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from test_browser import CHROMIUM_FLAGS, chromium, sync_playwright  # noqa: F401 (Debian's Chromium, playwright)
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def _load_book():
+    spec = importlib.util.spec_from_file_location("celerylab_book_build", ROOT / "book" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module          # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+book = _load_book()
+
+
+# -- staging -----------------------------------------------------------------------------
+def _nb(path: Path, *cells, **meta):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = list(cells)
+    nb.metadata.update(meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def test_every_notebook_is_a_lesson_in_file_name_order_with_its_time(tmp_path):
+    md = nbformat.v4.new_markdown_cell
+    _nb(tmp_path / "notebooks" / "10_workflows.ipynb", md("# 10 · Workflows\n\n**Time:** about 35 minutes."))
+    _nb(tmp_path / "notebooks" / "08a_workers.ipynb", md("# 08a · Workers\n\n**Time:** about 20 minutes."))
+    _nb(tmp_path / "notebooks" / "08_production.ipynb", md("# 08 · Production\n\n**Time:** about 20 minutes."))
+    _nb(tmp_path / "notebooks" / "00_start.ipynb", md("# 00 · Start\n\n" + "word " * 1200),
+        nbformat.v4.new_code_cell("x = 1"))
+    pages = book.lessons(tmp_path)
+    assert [p.docname for p in pages] == ["notebooks/00_start", "notebooks/08_production",
+                                         "notebooks/08a_workers", "notebooks/10_workflows"]
+    assert [p.minutes for p in pages[1:]] == [20, 20, 35] and not any(p.estimated for p in pages[1:])
+    # no stated time: 1200 words at 120 words a minute + half a minute per code cell, up to 5 minutes
+    assert pages[0].estimated and pages[0].minutes == 15
+    assert pages[3].title == "10 · Workflows" and pages[3].number == "10"
+
+
+def test_the_contents_page_lists_every_lesson_of_the_repository_in_order():
+    pages = book.lessons()
+    assert [p.path.name for p in pages] == sorted(p.name for p in (ROOT / "notebooks").glob("[0-9]*.ipynb"))
+    index = book.index_md(pages, book.labs(), {})
+    positions = [index.index(f"]({p.docname}.ipynb)") for p in pages]
+    assert positions == sorted(positions)
+    assert all(f"| {p.minutes} min" in index for p in pages)
+
+
+def test_plotly_outputs_become_charts_drawn_by_the_sites_own_plotly_js():
+    cell = nbformat.v4.new_code_cell("fig")
+    figure = {"data": [{"type": "bar", "x": [1, 2], "y": [3, 4]}], "layout": {"height": 300}}
+    cell.outputs = [nbformat.v4.new_output("display_data", data={
+        book.PLOTLY: figure, "text/html": "<div class='celerylab-flow'>final</div>", "text/plain": "Final state"})]
+    book.convert_outputs(cell, "05_retries", [0], None)
+    data = cell.outputs[0]["data"]
+    assert book.PLOTLY not in data
+    html = data["text/html"]
+    assert html.startswith("<div class='celerylab-flow'>final</div>")       # the static fallback kept
+    assert 'id="plot-05-retries-1"' in html and "Plotly.newPlot" in html
+    assert "cdn" not in html.lower() and "<script src" not in html          # plotly.js comes from _static
+
+
+def test_live_widgets_become_notes_pointing_at_the_final_state_and_iframes_to_servers_are_dropped():
+    cell = nbformat.v4.new_code_cell("view = celerylab.watch(app)")
+    cell.outputs = [
+        nbformat.v4.new_output("display_data", data={
+            book.WIDGET: {"model_id": "abc", "version_major": 2, "version_minor": 0},
+            "text/plain": "celerylab live view (widgets: shown while the kernel runs)"}),
+        nbformat.v4.new_output("execute_result", execution_count=1, data={
+            "text/html": '<iframe src="http://127.0.0.1:33019/"></iframe>', "text/plain": "<IPython.lib.display.IFrame>"}),
+        nbformat.v4.new_output("stream", name="stdout", text="kept\n"),
+    ]
+    book.convert_outputs(cell, "01_architecture", [0], "cell-01-architecture-final-state")
+    first, second, third = cell.outputs
+    assert book.WIDGET not in first["data"] and 'href="#cell-01-architecture-final-state"' in first["data"]["text/html"]
+    assert "iframe" not in second["data"]["text/html"] and "127.0.0.1:33019" not in second["data"]["text/html"]
+    assert third["text"] == "kept\n"
+
+
+def test_a_lesson_page_says_how_to_run_it_and_targets_its_evidence_cells(tmp_path):
+    page = next(p for p in book.lessons() if p.path.name.startswith("01_"))
+    charts = book.stage_lesson(page, tmp_path)
+    nb = nbformat.read(tmp_path / f"{page.docname}.ipynb", as_version=4)
+    assert charts == book.count_plotly_outputs(nbformat.read(page.path, as_version=4)) >= 1
+    assert "Run it live" in nb.cells[1].source and "`make lab`" in nb.cells[1].source
+    assert "`notebooks/01_architecture.ipynb`" in nb.cells[1].source
+    sources = "\n".join(c.source for c in nb.cells)
+    assert "(cell-01_architecture-evidence-l01-pending)=" in sources
+    assert "(cell-01_architecture-final-state)=" in sources
+    assert not any(book.WIDGET in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+
+
+def test_a_lab_page_shows_the_blanks_and_folds_hints_and_solution(tmp_path):
+    page = next(p for p in book.labs() if p.path.name.startswith("01_"))
+    book.stage_lab(page, tmp_path)
+    nb = nbformat.read(tmp_path / "labs" / "01_architecture.ipynb", as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    folded = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown" and ":::{dropdown}" in c.source)
+    assert "BEGIN SOLUTION" not in code and "raise NotImplementedError()" in code
+    assert "lindex(queue, -1)" not in code and "lindex(queue, -1)" in folded    # q1's answer: folded only
+    from celerylab.exercises.l01_architecture import q1
+    assert q1.hints and q1.hints[0].split(".")[0] in folded
+    for label in ("q1", "q2", "q3", "q4"):
+        assert f":::{{dropdown}} {label}: hint 1 of" in folded and f":::{{dropdown}} {label}: solution" in folded
+    checks = [c for c in nb.cells if "check" in c.metadata.get("tags", [])]
+    assert len(checks) == 4 and not any(c.outputs for c in checks)
+    assert "`labs/01_architecture.ipynb`" in nb.cells[1].source
+
+
+def test_links_written_for_the_repository_point_into_the_book(tmp_path):
+    linker = book.Linker(ROOT / "notebooks" / "09_interview_prep.ipynb", tmp_path)
+    assert linker.target("../solutions/01_architecture.ipynb") == "../labs/01_architecture.ipynb"
+    assert linker.target("05_retries.ipynb#5.-The-seed-article's-manual-backoff:-`countdown=2-**-self.request.retries`") \
+        == "05_retries.ipynb#5.-The-seed-article's-manual-backoff:-countdown=2-**-self.request.retries"
+    assert linker.target("../tests/test_claims.py") == "../tests/test_claims.py"
+    assert (tmp_path / "tests" / "test_claims.py").exists()            # served as a download
+    text = "see [a](03_scheduling.ipynb#2.-Gotcha:-naive-datetimes-(the-seed-article's-`datetime.utcnow()`)) ok"
+    assert linker.markdown(text) == \
+        "see [a](03_scheduling.ipynb#2.-Gotcha:-naive-datetimes-(the-seed-article's-datetime.utcnow())) ok"
+
+
+def test_quiz_questions_show_the_prompt_and_fold_the_answer_with_its_evidence():
+    from celerylab.quiz import QUESTIONS
+
+    q = next(q for q in QUESTIONS if q.kind == "choice" and not q.evidence)
+    text = book.questions_md([q], "")
+    before, _, folded = text.partition(":::{dropdown}")
+    assert q.prompt in before and q.right_answer not in before.replace(f"**{chr(65 + q.answer)}.** {q.right_answer}", "")
+    assert f"{q.right_answer}.**" in folded and q.explanation in folded
+    assert f"<cell-{Path(q.notebook).stem}-evidence-{q.id}>" in folded
+
+
+# -- the built site in a browser -----------------------------------------------------------
+@pytest.fixture(scope="session")
+def site(tmp_path_factory) -> Path:
+    """build/book when its stamp matches the current sources (make book ran), else a fresh build.
+
+    CELERYLAB_BOOK_HTML=DIR tests the site in DIR as it is (e.g. one built with --allow-warnings)."""
+    if os.environ.get("CELERYLAB_BOOK_HTML"):
+        return Path(os.environ["CELERYLAB_BOOK_HTML"]).resolve()
+    stamp = book.OUT / book.STAMP
+    if stamp.exists() and json.loads(stamp.read_text()).get("digest") == book.digest():
+        return book.OUT
+    out = tmp_path_factory.mktemp("book")
+    book.build(out / "html", out / "src")
+    return out / "html"
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def served(site):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(site)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", site
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _Ids(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.ids = set()
+
+    def handle_starttag(self, tag, attrs):
+        for name, value in attrs:
+            if name in ("id", "name") and value:
+                self.ids.add(value)
+
+
+@functools.lru_cache(maxsize=None)
+def _ids(path: Path) -> frozenset:
+    parser = _Ids()
+    parser.feed(path.read_text(encoding="utf-8", errors="replace"))
+    return frozenset(parser.ids)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_every_page_opens_offline_with_working_links_and_its_charts(served, chromium, sync_playwright, tmp_path):
+    base, site = served
+    pages = sorted(p.relative_to(site).as_posix() for p in site.rglob("*.html")
+                   if not p.relative_to(site).as_posix().startswith(("_static/", "_sources/")))
+    lessons = book.lessons()
+    assert {f"{p.docname}.html" for p in lessons} <= set(pages)
+    assert {f"{p.docname}.html" for p in book.labs()} <= set(pages)
+    assert {"index.html", "quiz.html", "docs/cheatsheet.html", "search.html"} <= set(pages)
+    expected_charts = {f"{p.docname}.html": book.count_plotly_outputs(nbformat.read(p.path, as_version=4))
+                       for p in lessons}
+    assert sum(expected_charts.values()) >= 5       # the course has charts; else this test checks nothing
+
+    problems, blocked, charts = [], [], {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
+
+            def only_localhost(route):
+                if route.request.url.startswith(base + "/") or route.request.url.startswith(("data:", "blob:")):
+                    route.continue_()
+                else:
+                    blocked.append(route.request.url)
+                    route.abort()
+
+            context.route("**/*", only_localhost)
+            page = context.new_page()
+            current = {"url": ""}
+            page.on("console", lambda msg: msg.type == "error" and problems.append(
+                f"{current['url']}: console error: {msg.text}"))
+            page.on("pageerror", lambda exc: problems.append(f"{current['url']}: page error: {exc}"))
+            page.on("requestfailed", lambda req: problems.append(
+                f"{current['url']}: request failed: {req.url} ({req.failure})"))
+            page.on("response", lambda resp: resp.status >= 400 and problems.append(
+                f"{current['url']}: HTTP {resp.status} for {resp.url}"))
+
+            for rel in pages:
+                current["url"] = rel
+                page.goto(f"{base}/{rel}", wait_until="load", timeout=60_000)
+                want = expected_charts.get(rel)
+                if want:
+                    page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot').length >= {want}",
+                                           timeout=30_000)
+                charts[rel] = page.locator("div.plotly-graph-div.js-plotly-plot").count()
+                links = page.eval_on_selector_all(
+                    "a[href], link[href], script[src], img[src], iframe[src]",
+                    "els => els.map(e => e.href || e.src)")
+                for url in links:
+                    problems += _check_internal(url, base, site, rel)
+                if rel in expected_charts or rel.startswith("labs/"):
+                    text = page.locator("article").inner_text()
+                    if "Run it live" not in text or "make lab" not in text:
+                        problems.append(f"{rel}: no 'Run it live' note with make lab")
+                if rel.startswith(("notebooks/", "labs/")):
+                    if not page.locator("a.right-next, a.left-prev").count():
+                        problems.append(f"{rel}: no previous/next link")
+
+            # search works offline: the index is the site's own searchindex.js
+            current["url"] = "search.html"
+            page.goto(f"{base}/search.html?q=acks_late", wait_until="load")
+            page.wait_for_selector("#search-results ul.search li", timeout=30_000)
+            hits = page.locator("#search-results ul.search li a").evaluate_all("els => els.map(e => e.href)")
+            assert any("/notebooks/08_production.html" in h for h in hits), hits
+            page.screenshot(path=str(tmp_path / "search.png"))
+        finally:
+            browser.close()
+
+    assert blocked == [], f"requests to other hosts: {blocked[:10]}"
+    assert problems == [], "\n".join(problems[:40])
+    for rel, want in expected_charts.items():
+        assert charts[rel] == want, f"{rel}: {charts[rel]} charts drawn, the notebook stores {want}"
+    assert charts["index.html"] == 0 and "_static/plotly.min.js" not in (site / "index.html").read_text()
+
+
+def _check_internal(url: str, base: str, site: Path, page: str) -> list[str]:
+    if not url.startswith(base + "/"):
+        if url.startswith(("http://", "https://")) and "127.0.0.1" in url:
+            return [f"{page}: link to another local server: {url}"]
+        return []           # external links (the seed article, projects' sites) are not followed
+    parts = urllib.parse.urlsplit(url)
+    path = urllib.parse.unquote(parts.path)
+    target = site / path.lstrip("/")
+    if target.is_dir():
+        target = target / "index.html"
+    if not target.is_file():
+        return [f"{page}: broken link to {path}"]
+    fragment = urllib.parse.unquote(parts.fragment)
+    if fragment and target.suffix == ".html" and fragment not in _ids(target):
+        return [f"{page}: link to {path}#{fragment}: no such anchor"]
+    return []
