@@ -20,7 +20,10 @@ work unchanged:
 As in celery-exporter, ``hostname`` is the part of a worker's name after ``@``
 (``orders@worker-a`` -> ``worker-a``), and a task event also adds 0 to the other counters of
 the same labels so every series exists before its first increment (``increase()`` and rate
-alerts then see the very first failure).
+alerts then see the very first failure); the kit's exporter also creates the runtime
+histogram's series (all 0) when a worker receives a task, before its first run ends.
+Prometheus' ``increase()`` cannot count a series' first sample: a series that appears with
+the value 1 shows no increase.
 
 Two deliberate differences:
 
@@ -322,6 +325,8 @@ class Exporter:
                 counter.labels(**lab).inc(0)
         if rec.type == "task-succeeded" and rec.runtime is not None:
             self.task_runtime.labels(**labels).observe(rec.runtime)
+        elif rec.type != "task-sent":
+            self.task_runtime.labels(**labels)   # the series exist (all 0) before the first run ends
 
     def _update_workers(self) -> None:
         now = time.time()

@@ -224,10 +224,11 @@ class PrometheusServer(_Server):
     name = "prometheus"
     key = "prometheus"
 
-    def __init__(self, targets, rules: str = RULES_FILE, interval: float = 0.5,
+    def __init__(self, targets, rules: str | None = RULES_FILE, interval: float = 0.5,
                  alertmanager: AlertmanagerServer | None = None, port: int | None = None):
         super().__init__(port)
         self.interval = interval
+        rules = rules or "groups: []\n"
         if "\n" not in rules and os.path.exists(rules):
             with open(rules, encoding="utf-8") as f:
                 rules = f.read()
@@ -253,7 +254,22 @@ class PrometheusServer(_Server):
     def command(self) -> list[str]:
         return [self.binary(), f"--config.file={self.config}", f"--storage.tsdb.path={self.datadir}/data",
                 f"--web.listen-address={LOOPBACK}:{self.port}", "--log.level=warn",
-                "--storage.tsdb.retention.time=1h", "--rules.alert.resend-delay=1s"]
+                "--storage.tsdb.retention.time=1h", "--rules.alert.resend-delay=1s", "--web.enable-lifecycle"]
+
+    def load_rules(self, rules: str) -> None:
+        """Replace the rules (YAML text or path) and reload (``POST /-/reload``, on 127.0.0.1).
+        Targets and Alertmanagers stay as they are: no new wait for service discovery, whose
+        first update takes 5 s after Prometheus starts."""
+        if "\n" not in rules and os.path.exists(rules):
+            with open(rules, encoding="utf-8") as f:
+                rules = f.read()
+        with open(self.rules_file, "w") as f:
+            f.write(rules)
+        _http(f"{self.url}/-/reload", {}, method="POST")
+        names = {r.get("alert") or r.get("record") for g in (yaml.safe_load(rules) or {}).get("groups", [])
+                 for r in g.get("rules", [])}
+        self.wait(lambda: names == {r["name"] for g in self.api("rules")["groups"] for r in g["rules"]},
+                  "the new rules were not loaded", timeout=10)
 
     # -- the HTTP API ----------------------------------------------------------------------
     def api(self, path: str, **params) -> dict | list:
@@ -289,3 +305,79 @@ class PrometheusServer(_Server):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"Prometheus: {what} within {timeout:g} s (firing: {self.firing() or 'none'})")
             time.sleep(every)
+
+    def watch(self, interval: float = 0.1) -> "AlertWatch":
+        """Poll ``/api/v1/alerts`` on a thread and remember when each alert was first seen firing."""
+        return AlertWatch(self, interval)
+
+
+class AlertWatch:
+    """When Prometheus first reported each alert firing (time.time()), polled every ``interval``
+    s on a thread, so that an alert that fires and resolves between two of your calls counts."""
+
+    def __init__(self, server: PrometheusServer, interval: float = 0.1):
+        import threading
+
+        from . import processes
+
+        self.server = server
+        self.interval = interval
+        self.fired: dict[str, float] = {}
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="celerylab-prometheus-watch", daemon=True)
+        self._thread.start()
+        self._forget = processes.register("prometheus alert watch", self.stop)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                now = time.time()
+                for alert in self.server.alerts():
+                    if alert["state"] == "firing":
+                        self.fired.setdefault(alert["labels"]["alertname"], now)
+            except Exception as exc:  # server stopping: keep what we have
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            self._stop.wait(self.interval)
+
+    def wait_fired(self, names, timeout: float = 15.0) -> dict[str, float]:
+        """Block until every alert in ``names`` has fired at least once; ``{name: time}``."""
+        deadline = time.monotonic() + timeout
+        while not set(names) <= set(self.fired):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Prometheus fired {sorted(self.fired) or 'nothing'}, not all of "
+                                   f"{sorted(names)}, within {timeout:g} s")
+            time.sleep(0.05)
+        return {n: self.fired[n] for n in names}
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        if self._forget:
+            self._forget()
+            self._forget = None
+
+
+def start_together(*servers: RealServer) -> tuple:
+    """Start the servers at the same time (each start waits until its server is ready)."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def run(server):
+        try:
+            server.start()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,), daemon=True) for s in servers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        for s in servers:
+            s.stop()
+        raise errors[0]
+    return servers
