@@ -113,3 +113,28 @@ def test_alertmanager_config_and_its_lesson_copy_are_valid(tmp_path):
         assert out.returncode == 0, out.stdout + out.stderr
     route = yaml.safe_load(prom.alertmanager_config("http://127.0.0.1:9/alerts", scale=1 / 100))["route"]
     assert (route["group_wait"], route["group_interval"], route["repeat_interval"]) == ("300ms", "3s", "144s")
+
+
+@needs_promtool
+def test_prometheus_increase_misses_a_series_first_sample_and_the_kit_does_not(tmp_path):
+    """Where the kit's model differs: a counter series that appears with the value 1 (the exporter
+    created it at its first event) shows no increase in Prometheus; the kit's History counts it."""
+    from celerylab.alerts import History
+    from celerylab.metrics import Snapshot
+
+    (tmp_path / "empty.rules.yml").write_text("groups: []\n")
+    (tmp_path / "first.test.yml").write_text(yaml.safe_dump({
+        "rule_files": ["empty.rules.yml"], "evaluation_interval": "1m",
+        "tests": [{"interval": "1m",
+                   "input_series": [{"series": 'celery_task_failed_total{exception="ValueError"}', "values": "_ _ 1 1 1"},
+                                    {"series": 'celery_task_failed_total{exception="KeyError"}', "values": "0 0 1 1 1"}],
+                   "promql_expr_test": [{"expr": "increase(celery_task_failed_total[5m])", "eval_time": "4m",
+                                         "exp_samples": [{"labels": '{exception="ValueError"}', "value": 0},
+                                                         {"labels": '{exception="KeyError"}', "value": 1}]}]}]}))
+    out = promtool("test", "rules", "first.test.yml", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    key = ("celery_task_failed_total", (("exception", "ValueError"),))
+    history = History()
+    history.add(Snapshot(0.0, {}))
+    history.add(Snapshot(120.0, {key: 1.0}))
+    assert history.increase("celery_task_failed_total", 300) == 1.0
