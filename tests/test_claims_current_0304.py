@@ -172,3 +172,31 @@ def test_delayed_level_queues_hold_two_to_the_level_seconds():
     assert args["celery_delayed_27"]["x-message-ttl"] == 2 ** 27 * 1000
     assert args["celery_delayed_1"]["x-dead-letter-exchange"] == "celery_delayed_0"
     assert all(a["x-queue-type"] == "quorum" for a in args.values())
+
+
+# -- the RabbitMQ recordings the lessons show ----------------------------------------------------
+def test_the_0304_recordings_say_what_the_lessons_teach():
+    """The sentences next to them (lesson 03 section 8, lesson 04 section 6) rest on these values;
+    the RabbitMQ track re-runs both cells live and fails if RabbitMQ answers differently."""
+    import re
+    from pathlib import Path
+
+    from celerylab import recorded
+
+    import nbformat
+
+    shown = {name: path.name for path in Path(recorded.RECORDED_DIR.parent).glob("0[34]_*.ipynb")
+             for cell in nbformat.read(path, as_version=4).cells
+             for name in re.findall(r'recorded\.show\("([^"]+)"', cell.source)}
+    assert shown.get("l03-native-delayed-delivery") == "03_scheduling.ipynb"
+    assert shown.get("l04-quorum-queues") == "04_priority_routing.ipynb"
+
+    delayed = recorded.load("l03-native-delayed-delivery")
+    assert delayed.broker.startswith("RabbitMQ 3.10")
+    assert delayed.result == {"held by the worker": 0, "waiting in RabbitMQ": {"celery_delayed_1": 1},
+                              "ran 2 s or more after it was sent": True}
+    quorum = recorded.load("l04-quorum-queues").result
+    assert quorum["order run"] == ["p0", "p9", "p5", "p1", "p8"]        # the order sent: no priority
+    assert quorum["worker's prefetch limit (Celery chose)"] == "per consumer"
+    assert "invalid arg 'x-max-priority'" in quorum["declare quorum + x-max-priority"]
+    assert "does not support global qos" in quorum["consume with global QoS"]
