@@ -151,3 +151,18 @@ def test_acks_on_failure_and_on_timeout_do_nothing_without_acks_late(app):
     req.on_timeout(soft=False, timeout=0.3)
     req.on_failure(_einfo(ValueError("boom")))
     assert acks == [] and rejects == []   # early ack: the message was acked when the task started
+
+
+def test_only_prefork_and_the_greenlet_pools_can_cancel_a_running_task():
+    """What a cold or soft shutdown does to a running task depends on the pool's terminate_job."""
+    from celery.concurrency import get_implementation
+
+    threads = get_implementation("threads")
+    assert threads.terminate_job is get_implementation("solo").terminate_job  # the base class's
+    with pytest.raises(NotImplementedError):
+        threads.terminate_job(object.__new__(threads), 1)
+    for name in ("gevent", "eventlet"):  # kill the greenlet
+        assert get_implementation(name).terminate_job is not threads.terminate_job
+    import inspect
+    # prefork: the started pool's own terminate_job (billiard kills the pool process)
+    assert "self.terminate_job = P.terminate_job" in inspect.getsource(get_implementation("prefork").on_start)
