@@ -118,3 +118,27 @@ def test_pydantic_bad_argument_fails_on_the_worker_and_reaches_the_caller_as_a_p
     assert stored["exc_type"] == "ValidationError" and stored["exc_message"] == []  # no arguments to rebuild it
     rebuilt = app.backend.exception_to_python(stored)      # what the caller's .get() raises
     assert type(rebuilt) is Exception and "ValidationError" in str(rebuilt)
+
+
+# -- lesson 02: a worker stopped right after .get() can lose its last task event ---------------------
+def test_a_worker_closes_its_event_dispatcher_without_sending_buffered_task_events(app):
+    """A worker with an event loop buffers task events (buffer_group=['task']); at shutdown the
+    Events step disables the dispatcher, and what was still buffered is never published."""
+    import inspect
+
+    from celery.worker.consumer.events import Events
+
+    published = []
+    with app.connection_for_write() as conn:
+        dispatcher = app.events.Dispatcher(conn, hostname="w@h", enabled=True, buffer_group=["task"])
+        dispatcher._publish = lambda event, producer, routing_key, **kw: published.append(routing_key)
+        dispatcher.send("task-succeeded", uuid="x")
+        assert published == [] and len(dispatcher._group_buffer["task"]) == 1  # buffered, not sent
+        dispatcher.send("worker-heartbeat")                    # other groups go out at once
+        assert published == ["worker.heartbeat"]
+        dispatcher.disable()                                   # what Events._close does at shutdown
+        dispatcher.flush()
+        assert published == ["worker.heartbeat"]               # the task event is gone
+    start, close = inspect.getsource(Events.start), inspect.getsource(Events._close)
+    assert "buffer_group=['task'] if c.hub" in start           # buffering only with an event loop
+    assert "disable" in close and "flush" not in close

@@ -13,6 +13,7 @@ import json
 
 from celery.utils.log import get_task_logger
 from kombu.serialization import register
+from pydantic import BaseModel, Field
 
 import celerylab
 from celerylab.inspect_broker import create_redis_app
@@ -112,6 +113,28 @@ def fixed_logging(self, order_id):
     except Exception:
         logger.error("task %s failed for order %s", self.request.id, order_id, exc_info=True)
         raise
+
+
+# ---------------------------------------------------------------------------------------
+# Typed arguments: pydantic=True
+# ---------------------------------------------------------------------------------------
+class Order(BaseModel):
+    sku: str
+    qty: int = Field(gt=0)  # at least one
+    unit_cents: int
+
+
+class Receipt(BaseModel):
+    sku: str
+    total_cents: int
+    received: str  # the type the task function was given
+
+
+@app.task(name="l02.place_order", pydantic=True)
+def place_order(order: Order) -> Receipt:
+    """Typed: the worker validates the JSON it receives into an ``Order``; the ``Receipt`` returned
+    is stored as JSON (a dict)."""
+    return Receipt(sku=order.sku, total_cents=order.qty * order.unit_cents, received=type(order).__name__)
 
 
 # ---------------------------------------------------------------------------------------
