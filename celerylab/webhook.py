@@ -106,8 +106,8 @@ def alertnames(doc: dict) -> list[str]:
 
 
 def describe(doc: dict) -> str:
-    """One notification as the text a chat integration would post (no times, ids or URLs):
-    Alertmanager's default Slack title ``[FIRING:2] <group labels>``, then one line per alert."""
+    """One notification as short text (no times, ids or URLs): ``[FIRING:2] <group labels>``
+    (status, number of firing alerts), then one line per alert with its ``summary`` annotation."""
     firing = [a for a in doc.get("alerts", []) if a.get("status") == "firing"]
     group = " ".join(f"{k}={v}" for k, v in sorted(doc.get("groupLabels", {}).items()))
     head = f"[{doc.get('status', '').upper()}" + (f":{len(firing)}" if doc.get("status") == "firing" else "") + f"] {group}"
