@@ -35,7 +35,10 @@ AGREE_WITHIN = 2.0
 def scenario():
     import os
 
-    saved = os.environ.pop("CELERYLAB_BROKER_URL", None)
+    saved = os.environ.pop("CELERYLAB_BROKER_URL", None)   # as the `embedded` fixture: a fresh embedded broker
+    previous = celerylab.current_broker()
+    if previous is not None:
+        previous.stop()
     broker = celerylab.start_broker()
     app = celerylab.create_app("test_prom_live")
 
