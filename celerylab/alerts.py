@@ -15,7 +15,14 @@ minutes so a lesson can watch alerts fire and resolve::
 
 A :class:`Rule` is a name, a function of the metric history (:class:`History`) that returns a
 number (or None: no data, never fires), a threshold (``above``) and a ``for_`` duration. Its
-``promql`` string is the production rule it stands for.
+``promql`` string is the expression a Prometheus rule would have. :func:`rules_from_prometheus`
+reads a real rules file (``monitoring/prometheus/celery-alerts.rules.yml``, or its scaled copy
+from :func:`celerylab.prometheus.scale_rules`), so the kit and Prometheus evaluate one file.
+
+Where this model differs from Prometheus: ``increase()`` here is the plain difference between
+the newest scrape and the one ``window`` seconds before (Prometheus extrapolates to the window's
+edges), and a series that appears inside the window counts from 0 (Prometheus cannot count a
+series' first sample). tests/test_prometheus_live.py checks that both fire the same alerts.
 """
 from __future__ import annotations
 

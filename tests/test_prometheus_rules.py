@@ -138,3 +138,22 @@ def test_prometheus_increase_misses_a_series_first_sample_and_the_kit_does_not(t
     history.add(Snapshot(0.0, {}))
     history.add(Snapshot(120.0, {key: 1.0}))
     assert history.increase("celery_task_failed_total", 300) == 1.0
+
+
+def test_the_grafana_dashboard_has_the_five_panels_on_the_exporter_metrics():
+    """Static: titles, a Prometheus data source input, PromQL over the exporter's metric names
+    (tests/test_prometheus_live.py runs every query against a real Prometheus)."""
+    import json
+    import re
+
+    from celerylab.metrics import METRIC_NAMES
+
+    dash = json.load(open(prom.DASHBOARD_FILE))
+    assert [i["pluginId"] for i in dash["__inputs"]] == ["prometheus"]
+    assert [p["title"] for p in dash["panels"]] == ["Throughput (tasks/s)", "Failure rate", "Task runtime percentiles",
+                                                    "Queue depth per queue", "Workers up"]
+    for panel in dash["panels"]:
+        assert panel["targets"] and panel["datasource"]["uid"] == "${DS_PROMETHEUS}"
+        for target in panel["targets"]:
+            used = set(re.findall(r"\bcelery_[a-z_]+", target["expr"]))
+            assert used and all(m in METRIC_NAMES or m.rsplit("_", 1)[0] in METRIC_NAMES for m in used), used
