@@ -125,3 +125,86 @@ def test_a_bad_learner_name_is_one_clear_error(monkeypatch):
     assert kit_broker.learner_prefix() == "team-3:"
     assert kit_broker.with_learner_vhost("amqp://u:p@host:5672//") == "amqp://u:p@host:5672/team-3"
     assert kit_broker.with_learner_vhost("redis://host:6379/0") == "redis://host:6379/0"
+
+
+# -- the instructor's commands (celerylab/classroom.py) -------------------------------------------
+def test_class_create_gives_each_learner_a_redis_user_confined_to_their_prefix(tmp_path, redis_server_bin):
+    from celerylab import classroom
+
+    with RedisServer(datadir=str(tmp_path / "redis")) as server:
+        out = tmp_path / "class.csv"
+        urls = classroom.create_class(server.url, ["alice", "bob"], str(out))
+        assert oct(out.stat().st_mode & 0o777) == "0o600"
+        assert classroom.read_names(str(out)) == ["alice", "bob"]
+        alice = redis.Redis.from_url(urls["alice"])
+        bob = redis.Redis.from_url(urls["bob"])
+        alice.set("alice:x", 1)
+        bob.set("bob:x", 2)
+        for forbidden in (lambda: alice.get("bob:x"), lambda: alice.set("x", 1), lambda: alice.keys("*"),
+                          lambda: alice.flushdb(), lambda: alice.publish("bob:/0.celeryev/task.sent", "x")):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                forbidden()
+        pubsub = alice.pubsub()
+        pubsub.psubscribe("alice:/0.celeryev/*")   # her own live view: allowed
+        assert pubsub.get_message(timeout=5)["type"] == "psubscribe"
+        pubsub.psubscribe("*")                      # everybody's events: not
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            pubsub.get_message(timeout=5)
+        pubsub.close()
+        # the same passwords when the instructor runs create again (after a Redis restart)
+        assert classroom.create_class(server.url, ["alice", "bob"], str(out)) == urls
+        admin = classroom.RedisClass(server.url)
+        assert admin.reset("alice").endswith("1 keys deleted")
+        assert alice.get("alice:x") is None and bob.get("bob:x") == b"2"   # alice reconnects, bob untouched
+        admin.remove("alice")
+        assert b"alice" not in admin.client.execute_command("ACL", "USERS")
+        with pytest.raises(redis.exceptions.ConnectionError):
+            redis.Redis.from_url(urls["alice"]).ping()
+        admin.close()
+        for client in (alice, bob):
+            client.close()
+
+
+def test_class_command_line(tmp_path, redis_server_bin):
+    import subprocess
+    import sys
+
+    with RedisServer(datadir=str(tmp_path / "redis")) as server:
+        run = lambda *a: subprocess.run([sys.executable, "-m", "celerylab", "class", *a, "--broker", server.url],  # noqa: E731
+                                        capture_output=True, text=True, timeout=60)
+        made = run("create", "alice,bob", "--out", str(tmp_path / "class.csv"))
+        assert made.returncode == 0 and "class created: 2 learners (alice, bob)" in made.stdout, made.stderr
+        assert run("reset", "alice").stdout.startswith("alice: ")
+        removed = run("remove", str(tmp_path / "class.csv"))
+        assert removed.stdout.splitlines()[1].startswith("bob: user removed")
+        assert run("create", "alice smith").stderr.startswith("celerylab: learner name 'alice smith'")
+    (tmp_path / "subs" / "alice").mkdir(parents=True)
+    (tmp_path / "subs" / "mallory").mkdir()
+    graded = subprocess.run([sys.executable, "-m", "celerylab", "class", "grade", "alice,bob", str(tmp_path / "subs")],
+                            capture_output=True, text=True, timeout=60)
+    assert "no submission from: alice, bob" in graded.stdout
+    assert "not in the class (not graded): mallory" in graded.stdout
+    assert graded.returncode == 2 and "no notebooks from any learner of the class" in graded.stderr
+
+
+def test_class_create_on_rabbitmq_a_vhost_and_user_each(rabbitmq_server):
+    from kombu import Connection
+
+    from celerylab import classroom
+
+    server = rabbitmq_server
+    urls = classroom.create_class(server.url, ["alice", "bob"], None, ctl=server.ctl)
+    assert urls["alice"].startswith(f"amqp://alice:") and urls["alice"].endswith(f":{server.port}/alice")
+    with Connection(urls["alice"], connect_timeout=5) as conn:
+        conn.connect()
+        conn.SimpleQueue("homework").put({"n": 1})
+    into_bobs = urls["alice"].rsplit("/", 1)[0] + "/bob"
+    with pytest.raises(Exception, match="(?i)access|refused|not_allowed"):
+        with Connection(into_bobs, connect_timeout=5) as conn:
+            conn.connect()
+    admin = classroom.RabbitClass(server.ctl)
+    assert [q.split("\t")[0] for q in admin.queues("alice")] == ["homework"]
+    admin.reset("alice")
+    assert admin.queues("alice") == []
+    admin.remove_many(["alice", "bob"])
+    assert admin._names("vhosts") == {"/"} and admin._names("users") == {"guest"}
