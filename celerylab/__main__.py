@@ -5,6 +5,7 @@
 * ``worker --lesson NN`` (or ``--module M``): a real ``celery worker`` for a lesson's tasks.
 * ``where``: broker URL, log folder, what the kit runs in this process.
 * ``grade [paths] [--class DIR --csv FILE]``: grade lab notebooks with nbval, print a scorecard.
+* ``class create|reset|remove|grade``: the instructor's side of a class on one broker (celerylab/classroom.py).
 """
 from __future__ import annotations
 
@@ -113,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seconds one cell may run before it is stopped and reported as timed out (default 40)")
     gr.add_argument("--solutions", metavar="DIR", help="folder of master copies (default: the kit's solutions/)")
     gr.set_defaults(func=_cmd_grade)
+    from .classroom import add_parser as add_class_parser  # instructor: class create|reset|remove|grade
+
+    add_class_parser(sub)
     return parser
 
 
