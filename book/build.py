@@ -220,11 +220,12 @@ def note_html(title: str, body: str, kind: str = "note") -> str:
 def widget_note(text: str, final_state: str | None) -> str:
     """What replaces a live widget: its stored notebook keeps no widget state, only this text."""
     if text.startswith("celerylab live view"):
-        where = (f'The final state it reached is shown <a href="#{final_state}">below</a>, as the static '
-                 f"figure the lesson displays when it stops the view." if final_state else
-                 "It keeps no picture of its final state in the stored notebook.")
+        where = (f'Its final counts are shown <a href="#{final_state}">below</a>, in the static figures the '
+                 "lesson displays when it stops the view (the timeline and queue-depth panels are live only)."
+                 if final_state else "")
         return note_html("Live view", "In JupyterLab this cell shows the live view (task flow, timeline, "
-                         f"queue depth), redrawn from Celery's events while the cells run. {where}")
+                         "queue depth), redrawn from Celery's events while the cells run. A stored notebook "
+                         f"keeps no picture of a widget. {where}")
     if text.startswith("celerylab live metrics plot"):
         return note_html("Live metrics plot", "In JupyterLab this cell shows a chart of the exporter's "
                          "metrics, redrawn while the cells run. The stored notebook keeps no picture of it: "
