@@ -61,9 +61,19 @@ def test_every_notebook_is_a_lesson_in_file_name_order_with_its_time(tmp_path):
     assert [p.docname for p in pages] == ["notebooks/00_start", "notebooks/08_production",
                                          "notebooks/08a_workers", "notebooks/10_workflows"]
     assert [p.minutes for p in pages[1:]] == [20, 20, 35] and not any(p.estimated for p in pages[1:])
-    # no stated time: 1200 words at 120 words a minute + half a minute per code cell, up to 5 minutes
-    assert pages[0].estimated and pages[0].minutes == 15
+    # no stated time: 1200 words at 200 words a minute + a quarter minute per code cell, up to 5 minutes
+    assert pages[0].estimated and pages[0].minutes == 10
     assert pages[3].title == "10 · Workflows" and pages[3].number == "10"
+
+
+def test_the_time_estimate_agrees_with_the_lessons_that_state_their_time():
+    stated = [(p.minutes, nbformat.read(p.path, as_version=4)) for p in book.lessons()
+              if not p.estimated and "interview" not in p.path.name]   # the quiz: minutes per answer, not words
+    assert len(stated) >= 5
+    raw = lambda nb: (sum(len(c.source.split()) for c in nb.cells) / book.WORDS_PER_MINUTE
+                      + book.MINUTES_PER_CODE_CELL * sum(c.cell_type == "code" for c in nb.cells))
+    ratio = sum(minutes for minutes, _ in stated) / sum(raw(nb) for _, nb in stated)
+    assert 0.75 <= ratio <= 1.25, ratio
 
 
 def test_the_contents_page_lists_every_lesson_of_the_repository_in_order():
