@@ -83,6 +83,14 @@ test-brokers: install sysdeps-brokers
 	cat tests/sanitize.cfg tests/sanitize_brokers.cfg > $(BROKERS_SANITIZE)
 	$(PY) -m celerylab.servers redis -- $(PYTEST) -q $(NBVAL_BROKERS) notebooks solutions
 	$(PY) -m celerylab.servers rabbitmq --results redis -- $(PYTEST) -q $(NBVAL_BROKERS) notebooks solutions
+	@# a class of 4 learners at once on one redis-server, then one rabbitmq-server (docs/classroom.md)
+	CELERYLAB_LOAD_TEST=1 $(PYTEST) -q tests/test_classroom_load.py
+
+## The class load test in full: 10, 20 and 30 learners on each broker (about 15 minutes on 2 cores);
+## results appended to docs/classroom-bench.json, plot in docs/classroom-bench.svg.
+.PHONY: bench-classroom
+bench-classroom: install sysdeps-brokers
+	$(PY) bench/classroom.py --sizes 10,20,30 --json docs/classroom-bench.json --svg docs/classroom-bench.svg
 
 test-unit: install
 	$(PYTEST) -q tests
