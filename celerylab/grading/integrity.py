@@ -437,7 +437,9 @@ def changes_to_grader(source: str, kit_names=()) -> str | None:
                 return f"it edits sys.modules (`{ast.unparse(node)[:60]}`)"
             args = list(node.args) + [k.value for k in node.keywords]
             mentioned = set().union(*(_names_in(a) for a in args)) if args else set()
+            # a lesson's module (celerylab.lessons...) is the learner's to patch, as its imports are
             if fname in PATCHERS and (mentioned & kit or any(isinstance(m, str) and m.startswith("celerylab")
+                                                              and not m.startswith("celerylab.lessons.")
                                                               for m in mentioned)):
                 return f"it patches the kit (`{ast.unparse(node)[:60]}`)"
             if fname in MUTATORS | {"__setattr__", "__delattr__"} and isinstance(func, ast.Attribute) \
