@@ -323,3 +323,12 @@ def test_retry_on_worker_lost_ends_the_poison_loop_after_max_retries(lab):
     finally:
         lab.kill_workers(worker)
         assert lab.reaped()
+
+
+def test_section_1c_tasks_differ_only_in_acks_on_failure_or_timeout(lab):
+    """Lesson 08 section 1c compares these pairs: each pair differs in one option only."""
+    assert (lab.fail_late.acks_late, lab.fail_late.acks_on_failure) == (True, True)
+    assert (lab.fail_late_reject.acks_late, lab.fail_late_reject.acks_on_failure) == (True, False)
+    assert (lab.hang_late.acks_late, lab.hang_late.acks_on_timeout, lab.hang_late.time_limit) == (True, True, 0.3)
+    assert (lab.hang_late_requeue.acks_late, lab.hang_late_requeue.acks_on_timeout,
+            lab.hang_late_requeue.time_limit) == (True, False, 0.3)
