@@ -193,8 +193,11 @@ def test_the_0304_recordings_say_what_the_lessons_teach():
 
     delayed = recorded.load("l03-native-delayed-delivery")
     assert delayed.broker.startswith("RabbitMQ 3.10")
-    assert delayed.result == {"held by the worker": 0, "waiting in RabbitMQ": {"celery_delayed_1": 1},
-                              "ran 2 s or more after it was sent": True}
+    assert delayed.result == {
+        "quorum queue, topic exchange": {"held by the worker": 0, "waiting in RabbitMQ": {"celery_delayed_0": 1},
+                                         "the task for now ran first": True},
+        "quorum queue, direct exchange": {"held by the worker": 1, "waiting in RabbitMQ": {},
+                                          "the task for now ran first": False}}
     quorum = recorded.load("l04-quorum-queues").result
     assert quorum["order run"] == ["p0", "p9", "p5", "p1", "p8"]        # the order sent: no priority
     assert quorum["worker's prefetch limit (Celery chose)"] == "per consumer"
