@@ -2,7 +2,8 @@
 
 In the lab::
 
-    from celerylab.exercises.l11_testing import *   # q1..q4, ____, and `given` (the tasks' module)
+    from celerylab.exercises.l11_testing import *   # q1..q4 and ____
+    from celerylab.lessons import l11_testing as given  # the tasks' bodies and rates_api
     q1.check(); q1.hint(); q1.hint(2); q1.solution()
 
 Each exercise names a task (its body is in :mod:`celerylab.lessons.l11_testing`) and asks for a
@@ -19,11 +20,12 @@ import gc
 import inspect
 import threading
 import uuid
+from dataclasses import dataclass
 
 import celerylab
 from celerylab.grading.exercise import Exercise, bind
 from celerylab.grading.outcomes import ExerciseIncorrect, ExerciseNotAttempted, ____, describe_exc  # noqa: F401
-from celerylab.lessons import l11_testing as given  # noqa: F401 - the lab patches given.rates_api
+from celerylab.lessons import l11_testing as given
 
 #: seconds a learner's test may run, per task it is given
 TEST_TIMEOUT = 10.0
@@ -48,12 +50,12 @@ def _how(request) -> str:
     return "on a worker"
 
 
+@dataclass(frozen=True)
 class Twin:
     """One implementation of the task under test: the right one (``about=""``) or a broken one."""
 
-    def __init__(self, fn, about: str = ""):
-        self.fn = fn
-        self.about = about
+    fn: object
+    about: str = ""
 
 
 class TestsATask(Exercise):
@@ -284,5 +286,7 @@ class NormalizeEmailOwnWorker(TestsATask):
         return ""
 
 
-__all__ = ["q1", "q2", "q3", "q4", "given", "____", "TEST_TIMEOUT"]
+# `given` is not exported: the lab imports it from celerylab.lessons itself, so patching it is the
+# learner's own business (the grader refuses cells that patch the grading kit)
+__all__ = ["q1", "q2", "q3", "q4", "____", "TEST_TIMEOUT"]
 bind(globals(), UniqueTagsOnAWorker, FetchRateRetries, ParseOrderFails, NormalizeEmailOwnWorker)
