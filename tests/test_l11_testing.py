@@ -76,6 +76,9 @@ def test_celery_declares_no_pytest_plugin_entry_point():
 
     assert (DEFAULT_TEST_CONFIG["broker_url"], DEFAULT_TEST_CONFIG["result_backend"]) == ("memory://",
                                                                                           "cache+memory://")
+    from kombu.transport.memory import Transport
+
+    assert Transport.polling_interval == 1.0  # memory:// polls its queues once a second
 
 
 def test_a_task_registered_after_start_worker_needs_reload(embedded):
