@@ -1,0 +1,169 @@
+"""Lesson 10's claims about canvas, checked against the installed Celery on a real (in-process) worker.
+
+The notebook shows most of them live; these cover the ones it states without a live cell
+(chord_unlock polling for ever on a backend without a native counter, the two errback styles)
+and re-check the surprising ones (what a failed chord's .get() raises).
+"""
+from __future__ import annotations
+
+import gc
+import threading
+
+import pytest
+from celery import chord, signals
+from celery.exceptions import ChordError, TimeoutError as CeleryTimeoutError
+
+import celerylab
+
+
+@pytest.fixture
+def app(embedded):
+    app = celerylab.create_app("test_l10")
+    yield app
+    app.close()
+    gc.collect()  # results left by the test unsubscribe now, while the broker still runs
+
+
+def test_failed_header_part_body_never_runs_get_raises_the_part_error_and_body_stores_chord_error(app):
+    ran = []
+
+    @app.task(name="t10w.part", shared=False)
+    def part(x):
+        if x == 2:
+            raise ValueError("part 2 failed")
+        return x
+
+    @app.task(name="t10w.body", shared=False)
+    def body(values):
+        ran.append(values)
+        return sum(values)
+
+    with celerylab.run_worker(app, concurrency=3):
+        result = chord([part.s(1), part.s(2), part.s(3)], body.s()).apply_async()
+        with pytest.raises(ValueError, match="part 2 failed"):
+            result.get(timeout=10)
+        stored = result.get(timeout=10, propagate=False)  # waits for the body's own state
+    assert result.state == "FAILURE"
+    assert isinstance(stored, ChordError) and "Dependency" in str(stored)
+    assert ran == []
+
+
+def test_redis_chord_completes_with_ignore_result_header(app):
+    @app.task(name="t10w.quiet", shared=False, ignore_result=True)
+    def quiet(x):
+        return x * x
+
+    @app.task(name="t10w.total", shared=False)
+    def total(values):
+        return sum(values)
+
+    with celerylab.run_worker(app, concurrency=2):
+        result = chord([quiet.s(2), quiet.s(3)], total.s()).apply_async()
+        assert result.get(timeout=10) == 13
+        assert result.parent.results[0].state == "PENDING"  # the header's own result was not stored
+
+
+def test_chord_unlock_polls_for_ever_when_header_results_are_not_stored(embedded, tmp_path):
+    """A backend without a native counter (here file://) sends celery.chord_unlock, which retries each second."""
+    fapp = celerylab.create_app("test_l10_file", result_backend=f"file://{tmp_path}")
+    assert not fapp.backend.supports_native_join
+
+    @fapp.task(name="t10w.fquiet", shared=False, ignore_result=True)
+    def fquiet(x):
+        return x
+
+    @fapp.task(name="t10w.ftotal", shared=False)
+    def ftotal(values):
+        return sum(values)
+
+    retries = []
+
+    def on_retry(sender=None, **_):
+        if getattr(sender, "name", "") == "celery.chord_unlock":
+            retries.append(sender.name)
+
+    signals.task_retry.connect(on_retry, weak=False, dispatch_uid="t10w-unlock")
+    try:
+        with celerylab.run_worker(fapp, concurrency=2):
+            result = chord([fquiet.s(1), fquiet.s(2)], ftotal.s()).apply_async()
+            with pytest.raises(CeleryTimeoutError):
+                result.get(timeout=2.5)
+            assert len(retries) >= 1 and result.state == "PENDING"
+            fapp.control.purge()
+    finally:
+        signals.task_retry.disconnect(on_retry, dispatch_uid="t10w-unlock")
+        fapp.close()
+        del result
+        gc.collect()
+
+
+def test_errback_styles_three_arguments_inline_one_argument_as_a_task(app):
+    seen = {}
+    threads = {}
+    published = []
+
+    def on_publish(sender=None, **_):
+        published.append(sender)
+
+    @app.task(name="t10w.fails", shared=False)
+    def fails():
+        threads["task"] = threading.get_ident()
+        raise KeyError("gone")
+
+    @app.task(name="t10w.new_style", shared=False)
+    def new_style(request, exc, traceback):
+        seen["new"] = (request.id, type(exc).__name__)
+        threads["new"] = threading.get_ident()
+
+    @app.task(name="t10w.old_style", shared=False)
+    def old_style(task_id):
+        seen["old"] = task_id
+
+    signals.before_task_publish.connect(on_publish, weak=False, dispatch_uid="t10w-pub")
+    try:
+        with celerylab.run_worker(app, concurrency=2):
+            a = fails.apply_async(link_error=new_style.s())
+            a.get(timeout=10, propagate=False)
+            b = fails.apply_async(link_error=old_style.s())
+            b.get(timeout=10, propagate=False)
+            for _ in range(100):
+                if "old" in seen and "new" in seen:
+                    break
+                threading.Event().wait(0.05)
+    finally:
+        signals.before_task_publish.disconnect(on_publish, dispatch_uid="t10w-pub")
+    assert seen["new"] == (a.id, "KeyError")
+    assert "t10w.new_style" not in published        # called in the worker, not sent
+    assert seen["old"] == b.id and "t10w.old_style" in published  # sent as a task with the id
+
+
+def test_partial_arguments_go_in_front():
+    app = celerylab.create_app("test_l10_partial", task_always_eager=True)
+
+    @app.task(name="t10w.sub", shared=False)
+    def sub(x, y):
+        return x - y
+
+    assert sub.s(10).apply_async((1,)).get() == -9
+    app.close()
+    gc.collect()
+
+
+def test_rpc_backend_refuses_chords_before_anything_is_sent(embedded):
+    rpc = celerylab.create_app("test_l10_rpc", result_backend="rpc://")
+
+    @rpc.task(name="t10w.r", shared=False)
+    def r(x):
+        return x
+
+    published = []
+    handler = lambda sender=None, **_: published.append(sender)  # noqa: E731
+    signals.before_task_publish.connect(handler, weak=False, dispatch_uid="t10w-rpc")
+    try:
+        with pytest.raises(NotImplementedError, match="does not support chords"):
+            chord([r.s(1), r.s(2)], r.s()).apply_async()
+    finally:
+        signals.before_task_publish.disconnect(handler, dispatch_uid="t10w-rpc")
+        rpc.close()
+        gc.collect()
+    assert published == []
