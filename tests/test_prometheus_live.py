@@ -25,6 +25,7 @@ pytestmark = pytest.mark.skipif(bool(prom_mod.missing("prometheus", "alertmanage
 
 ALERTS = ["HighFailureRate", "QueueBacklog", "SlowTasks", "WorkerOffline"]
 SCALE = 1 / 100
+AM_SCALE = 1 / 30            # as in lesson 07: group_wait 30s -> 1s, group_interval 5m -> 10s
 REPLACE = {"QueueBacklog": {"1000": "20"}, "SlowTasks": {'le="10"': 'le="0.5"'}}
 #: Prometheus scrapes and evaluates every 0.5 s, the kit every 0.25 s; Prometheus' increase()
 #: extrapolates to the window's edges, the kit's does not: a firing may differ by a few intervals.
@@ -58,14 +59,15 @@ def scenario():
     try:
         text = prom_mod.scale_rules(scale=SCALE, replace=REPLACE)
         hook = WebhookReceiver().start()
-        am = prom_mod.AlertmanagerServer(hook.url, scale=SCALE).start()
+        am = prom_mod.AlertmanagerServer(hook.url, scale=AM_SCALE).start()
         exporter = start_exporter(app, queues=["backlog"], worker_timeout=300)
         prom = prom_mod.PrometheusServer([exporter.url], text, interval=0.5, alertmanager=am).start()
         kit = Evaluator(exporter.url, rules_from_prometheus(text), interval=0.25).start()
         out.update(hook=hook, am=am, exporter=exporter, prom=prom, kit=kit)
         worker = celerylab.start_worker(app, hostname="orders@worker-a", concurrency=4)
         other = celerylab.start_worker(app, hostname="reports@worker-b", queues=["reports"], concurrency=1)
-        exporter.wait_until("celery_worker_up", 2)
+        third = celerylab.start_worker(app, hostname="exports@worker-c", queues=["exports"], concurrency=1)
+        exporter.wait_until("celery_worker_up", 3)
         # Every series the scenario uses exists before it counts (Prometheus' increase() does
         # not see a series' first sample): one run of each task, scraped by Prometheus.
         for r in [ok.delay(), fail.delay(), slow.delay(0.01)]:
@@ -86,6 +88,7 @@ def scenario():
             ok.delay()
         slow.delay(0.7)
         other.stop()                                  # worker-offline: celery_worker_up{hostname="worker-b"} 0
+        third.stop()                                  # and worker-c: one WorkerOffline notification, two alerts
         fired_prom, prom_alerts, am_alerts = {}, {}, {}
         fired_kit = lambda: sorted(n for n in ALERTS if "firing" in kit.transitions(n))  # noqa: E731
         deadline = time.monotonic() + 20
@@ -104,17 +107,19 @@ def scenario():
         out["prom_alerts"] = prom_alerts
         out["panels"] = {(panel["title"], t["expr"]): prom.query(t["expr"])
                          for panel in json.load(open(prom_mod.DASHBOARD_FILE))["panels"] for t in panel["targets"]}
-        out["notified"] = [hook.wait(lambda d, s=s: d["status"] == "firing" and d["groupLabels"] == {"severity": s},
-                                     timeout=15) for s in ("page", "ticket")]
+        out["notified"] = {name: hook.wait(lambda d, n=name: d["groupLabels"] == {"alertname": n}, timeout=15)
+                           for name in ("HighFailureRate", "QueueBacklog", "WorkerOffline")}
         out["am_alerts"] = am_alerts
 
         # Fix: a worker drains the backlog and worker-b is back; the failures age out.
         other = celerylab.start_worker(app, hostname="reports@worker-b", queues=["reports", "backlog"], concurrency=2)
+        third = celerylab.start_worker(app, hostname="exports@worker-c", queues=["exports"], concurrency=1)
         prom.wait(lambda: not prom.firing() and not prom.alerts(), "alerts did not resolve", timeout=20)
         kit.wait_for("QueueBacklog", "inactive")
         out["resolved_kit"] = {name: kit.transitions(name) for name in ALERTS}
-        out["resolved_note"] = hook.wait(lambda d: d["status"] == "resolved" and d["groupLabels"] == {"severity": "page"},
-                                         timeout=15)
+        out["resolved_note"] = hook.wait(lambda d: d["status"] == "resolved"
+                                         and d["groupLabels"] == {"alertname": "WorkerOffline"}, timeout=15)
+        out["all_notes"] = list(hook.notifications)
         yield out
     finally:
         celerylab.cleanup()
@@ -129,7 +134,7 @@ def test_prometheus_and_the_kit_fire_the_same_alerts_at_about_the_same_time(scen
         gap = scenario["fired_prom"][name] - scenario["fired_kit"][name]
         print(f"{name}: Prometheus fired {gap:+.2f} s after the kit")
         assert abs(gap) <= AGREE_WITHIN, f"{name}: Prometheus fired {gap:+.2f} s after the kit"
-    assert {labels["hostname"] for labels in scenario["prom_alerts"]["WorkerOffline"]} == {"worker-b"}
+    assert {labels["hostname"] for labels in scenario["prom_alerts"]["WorkerOffline"]} == {"worker-b", "worker-c"}
 
 
 def test_both_resolve(scenario):
@@ -139,10 +144,13 @@ def test_both_resolve(scenario):
 
 
 def test_alertmanager_groups_silences_and_notifies_the_webhook(scenario):
-    page, ticket = scenario["notified"]
-    assert alertnames(page) == ["HighFailureRate", "WorkerOffline"]
-    assert alertnames(ticket) == ["QueueBacklog"]            # SlowTasks fires, but is silenced
-    assert describe(page).splitlines()[0] == "[FIRING:2] severity=page"
+    notified = scenario["notified"]
+    for name, doc in notified.items():
+        assert doc["status"] == "firing" and alertnames(doc) == [name]
+    offline = describe(notified["WorkerOffline"]).splitlines()
+    assert offline[0] == "[FIRING:2] alertname=WorkerOffline"          # two workers, one notification
+    assert sorted(line.split("(")[1].split(")")[0] for line in offline[1:]) == ["hostname=worker-b", "hostname=worker-c"]
+    assert not [d for d in scenario["all_notes"] if "SlowTasks" in alertnames(d)]   # fired, but silenced
     silenced = scenario["am_alerts"]["SlowTasks"]
     assert silenced["status"]["state"] == "suppressed"
     assert silenced["status"]["silencedBy"] == [scenario["silence"]]
