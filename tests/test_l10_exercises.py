@@ -18,8 +18,8 @@ from celerylab.grading import ExerciseIncorrect, ExerciseNotAttempted
 def app(embedded):
     app = celerylab.create_app("test_lab10")
     yield app
-    app.close()
     gc.collect()  # results left by the test unsubscribe now, while the broker still runs
+    app.close()
 
 
 @pytest.fixture

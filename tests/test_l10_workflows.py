@@ -20,8 +20,8 @@ import celerylab
 def app(embedded):
     app = celerylab.create_app("test_l10")
     yield app
-    app.close()
     gc.collect()  # results left by the test unsubscribe now, while the broker still runs
+    app.close()
 
 
 def test_failed_header_part_body_never_runs_get_raises_the_part_error_and_body_stores_chord_error(app):
@@ -93,8 +93,6 @@ def test_chord_unlock_polls_for_ever_when_header_results_are_not_stored(embedded
     finally:
         signals.task_retry.disconnect(on_retry, dispatch_uid="t10w-unlock")
         fapp.close()
-        del result
-        gc.collect()
 
 
 def test_errback_styles_three_arguments_inline_one_argument_as_a_task(app):
