@@ -177,8 +177,10 @@ class RedisServer(RealServer):
 
         try:
             return bool(redis.Redis(host=LOOPBACK, port=self.port, socket_timeout=1).ping())
-        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
-            return False  # ResponseError: LOADING the append-only file
+        except redis.RedisError:
+            # ResponseError: LOADING the append-only file; InvalidResponse: another program answered
+            # on the port before our server bound it (start() then reports that our server exited)
+            return False
 
 
 class RabbitMQServer(RealServer):
