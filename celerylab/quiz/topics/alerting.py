@@ -35,9 +35,9 @@ QUESTIONS = [
          "increase(celery_task_failed_total[5m]) counts every failure, including the very first one of a "
          "new task name.", False,
          "Prometheus' increase() needs two samples of a series: a series that appears with the value 1 "
-         "shows no increase, so the first failure of a new label set is missed. Exporters create every "
-         "series at 0 before its first event to avoid it (celery-exporter and the kit's exporter do, for "
-         "the counters of a task they have seen).",
+         "shows no increase, so the first failure of a new label set is missed. Exporters create a task's "
+         "series at 0 at its first event to avoid it, but a failure's exception label is new at the first "
+         "failure of each exception class.",
          cheat="increase()/rate() cannot count a series' first sample: export every series at 0 first",
          evidence="tests/test_prometheus_rules.py::test_prometheus_increase_misses_a_series_first_sample_and_the_kit_does_not"),
 ]
