@@ -19,9 +19,10 @@ from celerylab.alerts import Evaluator, rules_from_prometheus
 from celerylab.metrics import start_exporter
 from celerylab.webhook import WebhookReceiver, alertnames, describe
 
-pytestmark = pytest.mark.skipif(bool(prom_mod.missing("prometheus", "alertmanager")),
-                                reason=f"needs {' and '.join(prom_mod.missing('prometheus', 'alertmanager'))} "
-                                       f"({prom_mod.INSTALL_HINT})")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(bool(prom_mod.missing("prometheus", "alertmanager")),
+                                 reason=f"needs {' and '.join(prom_mod.missing('prometheus', 'alertmanager'))} "
+                                        f"({prom_mod.INSTALL_HINT})")]
 
 ALERTS = ["HighFailureRate", "QueueBacklog", "SlowTasks", "WorkerOffline"]
 SCALE = 1 / 100
@@ -108,7 +109,7 @@ def scenario():
         out["panels"] = {(panel["title"], t["expr"]): prom.query(t["expr"])
                          for panel in json.load(open(prom_mod.DASHBOARD_FILE))["panels"] for t in panel["targets"]}
         out["notified"] = {name: hook.wait(lambda d, n=name: d["groupLabels"] == {"alertname": n}, timeout=15)
-                           for name in ("HighFailureRate", "QueueBacklog", "WorkerOffline")}
+                           for name in ("QueueBacklog", "WorkerOffline")}   # the two that last until fixed
         out["am_alerts"] = am_alerts
 
         # Fix: a worker drains the backlog and worker-b is back; the failures age out.
