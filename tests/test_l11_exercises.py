@@ -43,6 +43,9 @@ def test_q1_requires_a_worker_run_and_catches_the_set(embedded, capsys):
     def eager(unique_tags):  # misses only "on a worker": apply() never serializes the result
         assert sorted(unique_tags.apply(([" B", "a", "b"],)).get()) == ["a", "b"]
 
+    def by_docstring(unique_tags):  # tells the twins apart by something other than behaviour
+        assert unique_tags.__doc__ and unique_tags.run.__doc__
+
     def direct_exact(unique_tags):  # catches the set, but never on a worker
         assert unique_tags([" B", "a", "b"]) == ["a", "b"]
 
@@ -60,6 +63,8 @@ def test_q1_requires_a_worker_run_and_catches_the_set(embedded, capsys):
         check(ex.q1, "test_unique_tags", eager)
     with pytest.raises(ExerciseIncorrect, match="never ran unique_tags on a worker \\(it ran directly\\)"):
         check(ex.q1, "test_unique_tags", direct_exact)
+    with pytest.raises(ExerciseIncorrect, match="passed on a broken unique_tags"):
+        check(ex.q1, "test_unique_tags", by_docstring)
 
 
 def test_q2_needs_the_count_and_the_error_without_waiting(embedded, capsys):

@@ -79,7 +79,7 @@ class TestsATask(Exercise):
             return fn(self, *args, **kwargs) if bound else fn(*args, **kwargs)
 
         body.__name__ = body.__qualname__ = self.task_name
-        body.__doc__ = fn.__doc__
+        body.__doc__ = self.right.fn.__doc__  # the same for every twin: nothing tells them apart but behaviour
         # every twin has a name of its own (a random tail, so the name does not tell which is which)
         name = f"lab11.{self.task_name}.{uuid.uuid4().hex[:8]}"
         return app.task(bind=True, name=name, shared=False)(body)
