@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from celery import Celery
 from celery.exceptions import WorkerShutdown
 from celery.worker import WorkController
+from celery.worker.consumer import Consumer
 from kombu.asynchronous import set_event_loop
 
 from . import logs, processes
@@ -88,6 +89,31 @@ def _request_shutdown() -> None:
     raise WorkerShutdown(0)
 
 
+class _KitConsumer(Consumer):
+    """Celery's consumer, except that it sends its buffered task events before it shuts down.
+
+    A worker with an event loop keeps task events (task-succeeded...) in a buffer that the loop
+    sends a moment later (``buffer_group=['task'] if c.hub`` in celery/worker/consumer/events.py).
+    At shutdown ``Events._close`` turns the dispatcher off without sending that buffer, so a worker
+    stopped right after ``.get()`` returned loses the task's last event and monitors show the task
+    as still running. Here the pool has drained by the time the consumer shuts down (warm
+    shutdown), so the buffer holds every task event: send it, then shut down as Celery does (its
+    worker-offline event then still comes last).
+    """
+
+    def shutdown(self):
+        dispatcher = self.event_dispatcher
+        if dispatcher is not None:
+            try:
+                dispatcher.flush()
+            except Exception:  # noqa: BLE001 - the broker may be gone; Celery drops them too
+                pass
+        super().shutdown()
+
+
+_DEFAULT_CONSUMER = "celery.worker.consumer:Consumer"
+
+
 class _KitWorkController(WorkController):
     def __init__(self, *args, **kwargs):
         self.ready = threading.Event()
@@ -131,6 +157,8 @@ class InKernelWorker:
         _running_hostnames.add(self.hostname)
         self.logname = f"worker-{self.hostname.split('@')[0]}"
         self.logfile = logs.to_file(self.logname, loglevel)
+        if "consumer_cls" not in options and app.conf.worker_consumer == _DEFAULT_CONSUMER:
+            options["consumer_cls"] = _KitConsumer  # sends buffered task events before stopping
         queues_state = app.amqp.queues
         consume_from_before = queues_state._consume_from
         self._controller = _KitWorkController(

@@ -346,3 +346,35 @@ def test_a_hard_time_limit_fires_on_prefork_but_not_on_threads(app, tasks):
     finally:
         process.terminate()
     assert on_prefork.state == "FAILURE" and isinstance(outcome, TimeLimitExceeded)
+
+
+def _stops_that_lose_the_last_event(app, add, stops, **worker_options):
+    """Start a worker, run one task, stop the worker as soon as .get() returns; count the tasks a
+    live view still shows as started after the worker is gone (their task-succeeded event lost)."""
+    from celerylab.events import Watcher
+
+    watcher = Watcher(app).start()
+    try:
+        for i in range(stops):
+            worker = celerylab.start_worker(app, concurrency=1, **worker_options)
+            assert add.delay(i, 1).get(timeout=10) == i + 1
+            worker.stop()  # right after the result, as a lesson cell that replaces its worker
+            # the worker sends worker-offline after its task events: once it is here, they are too
+            watcher.wait_for(lambda s: s.events.get("worker-offline", 0) > i, timeout=10)
+        summary = watcher.summary()
+        assert summary.tasks == stops
+        return summary.states["started"]
+    finally:
+        watcher.stop()
+
+
+def test_stopping_a_worker_right_after_get_loses_no_task_event(app, tasks):
+    assert _stops_that_lose_the_last_event(app, tasks.add, stops=20) == 0
+
+
+def test_celerys_own_consumer_drops_the_buffered_event_at_shutdown(app, tasks):
+    """The behaviour the kit fixes (lesson 02 explains it): Celery's consumer closes its event
+    dispatcher without sending the task events still in its buffer."""
+    from celery.worker.consumer import Consumer
+
+    assert _stops_that_lose_the_last_event(app, tasks.add, stops=20, consumer_cls=Consumer) > 0
