@@ -557,6 +557,8 @@ def test_a_graded_check_still_passes_a_right_answer(solved, capsys):
     ("q3.__dict__.update(check=print)", "it changes the kit"),
     ("from unittest import mock\nmock.patch.object(q1, 'check').start()", "it patches the kit"),
     ("from unittest import mock\nmock.patch('celerylab.grading.exercise.Exercise.check').start()", "it patches the kit"),
+    ("from unittest import mock\nmock.patch('celerylab.exercises.l11_testing.q1').start()", "it patches the kit"),
+    ("from unittest import mock\nmock.patch('celerylab.lessonsX.q1').start()", "it patches the kit"),
     ("import builtins\nbuiltins.exec = print", "it replaces a built-in the grader uses"),
     ("def exec(*args):\n    print('Correct')", "it rebinds `exec`"),
     ("open = lambda *a: None", "it rebinds `open`"),
@@ -578,6 +580,8 @@ def test_a_cell_that_changes_the_grader_is_named_before_it_runs(source, reason):
     "this is not python (",
     "def save(path):\n    open = path.open\n    with open('w') as f:\n        f.write('x')",
     "results = [compile for compile in range(3)]",
+    # lab 11: a learner's test mocks the external call of a lesson's task module (not the grader)
+    "from unittest import mock\nwith mock.patch('celerylab.lessons.l11_testing.rates_api') as api:\n    pass",
 ])
 def test_ordinary_answer_cells_are_not_flagged(source):
     assert integrity.changes_to_grader(source, {"q1", "q2", "q3", "flaky_download"}) is None
