@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 from celery import Celery
 from celery.exceptions import WorkerShutdown
+from celery.signals import celeryd_after_setup
 from celery.worker import WorkController
 from celery.worker.consumer import Consumer
 from kombu.asynchronous import set_event_loop
@@ -112,6 +113,18 @@ class _KitConsumer(Consumer):
 
 
 _DEFAULT_CONSUMER = "celery.worker.consumer:Consumer"
+
+
+@celeryd_after_setup.connect(weak=False)
+def _kit_consumer_in_spawned_workers(sender=None, instance=None, **kwargs):
+    """In a ``celery worker`` process the kit started (``spawn_worker``): use ``_KitConsumer`` too.
+
+    Sent after the worker read its settings and before it builds its consumer; only the worker
+    object changes, not the app's settings.
+    """
+    if (os.environ.get(processes.PARENT_PID_ENV) and instance is not None
+            and getattr(instance, "consumer_cls", None) == _DEFAULT_CONSUMER):
+        instance.consumer_cls = _KitConsumer
 
 
 class _KitWorkController(WorkController):

@@ -348,7 +348,7 @@ def test_a_hard_time_limit_fires_on_prefork_but_not_on_threads(app, tasks):
     assert on_prefork.state == "FAILURE" and isinstance(outcome, TimeLimitExceeded)
 
 
-def _stops_that_lose_the_last_event(app, add, stops, **worker_options):
+def _stops_that_lose_the_last_event(app, add, stops, start=None, **worker_options):
     """Start a worker, run one task, stop the worker as soon as .get() returns; count the tasks a
     live view still shows as started after the worker is gone (their task-succeeded event lost)."""
     from celerylab.events import Watcher
@@ -356,9 +356,10 @@ def _stops_that_lose_the_last_event(app, add, stops, **worker_options):
     watcher = Watcher(app).start()
     try:
         for i in range(stops):
-            worker = celerylab.start_worker(app, concurrency=1, **worker_options)
+            worker = start() if start else celerylab.start_worker(app, concurrency=1, **worker_options)
             assert add.delay(i, 1).get(timeout=10) == i + 1
-            worker.stop()  # right after the result, as a lesson cell that replaces its worker
+            # right after the result, as a lesson cell that replaces its worker
+            worker.terminate() if start else worker.stop()
             # the worker sends worker-offline after its task events: once it is here, they are too
             watcher.wait_for(lambda s: s.events.get("worker-offline", 0) > i, timeout=10)
         summary = watcher.summary()
@@ -378,3 +379,28 @@ def test_celerys_own_consumer_drops_the_buffered_event_at_shutdown(app, tasks):
     from celery.worker.consumer import Consumer
 
     assert _stops_that_lose_the_last_event(app, tasks.add, stops=20, consumer_cls=Consumer) > 0
+
+
+@pytest.mark.slow
+def test_a_spawned_worker_stopped_right_after_get_loses_no_task_event(app, tasks):
+    def start():
+        return celerylab.spawn_worker("celerylab.lessons.l00_start", concurrency=1).wait_ready()
+
+    assert _stops_that_lose_the_last_event(app, tasks.add, stops=4, start=start) == 0
+
+
+def test_celery_worker_processes_the_kit_starts_use_the_flushing_consumer(monkeypatch):
+    from celerylab import processes
+    from celerylab.worker import _DEFAULT_CONSUMER, _KitConsumer, _kit_consumer_in_spawned_workers
+
+    started_by_kit, own_consumer, outside = (SimpleNamespace(consumer_cls=_DEFAULT_CONSUMER),
+                                             SimpleNamespace(consumer_cls="my.app:Consumer"),
+                                             SimpleNamespace(consumer_cls=_DEFAULT_CONSUMER))
+    monkeypatch.setenv(processes.PARENT_PID_ENV, "1")
+    _kit_consumer_in_spawned_workers(instance=started_by_kit)
+    _kit_consumer_in_spawned_workers(instance=own_consumer)
+    monkeypatch.delenv(processes.PARENT_PID_ENV)
+    _kit_consumer_in_spawned_workers(instance=outside)
+    assert started_by_kit.consumer_cls is _KitConsumer
+    assert own_consumer.consumer_cls == "my.app:Consumer"   # a consumer the app chose is kept
+    assert outside.consumer_cls == _DEFAULT_CONSUMER        # a worker not started by the kit: Celery's
