@@ -111,6 +111,11 @@ bench-widgets: install
 bench: install sysdeps
 	$(PY) bench/broker_throughput.py
 
+## Each notebook alone under nbval against the 25 s budget (run it on a quiet machine).
+.PHONY: bench-notebooks
+bench-notebooks: install sysdeps-brokers
+	$(PY) bench/notebook_times.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info
 
