@@ -113,7 +113,7 @@ QUESTIONS = [
          cheat="ignore_result on a chord header: fine on Redis (5.7), stalls chord_unlock on other backends."),
     myth("l10-rate-limit", "10", S10["rate"],
          "rate_limit='5/s' caps a task at 5 starts per second across the whole cluster.", False,
-         "Each worker has its own token bucket: one worker starts them 0.2 s apart, two workers together "
+         "Each worker has its own token bucket: one worker starts at most 5 per second, two workers together "
          "start more than 5 per second (measured). For a cluster-wide cap use one worker on a dedicated queue "
          "or a shared counter.",
          cheat="`rate_limit` is per worker: N workers allow N times the rate."),
