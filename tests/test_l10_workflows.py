@@ -171,3 +171,18 @@ def test_rpc_backend_refuses_chords_before_anything_is_sent(embedded):
         rpc.close()
         gc.collect()
     assert published == []
+
+
+def test_no_result_backend_refuses_chords_too(embedded):
+    bare = celerylab.create_app("test_l10_bare", result_backend=None)
+
+    @bare.task(name="t10w.b", shared=False)
+    def b(x):
+        return x
+
+    try:
+        assert type(bare.backend).__name__ == "DisabledBackend"
+        with pytest.raises(NotImplementedError, match="requires a result backend"):
+            chord([b.s(1), b.s(2)], b.s()).apply_async()
+    finally:
+        bare.close()
