@@ -40,7 +40,7 @@ def test_q1_requires_a_worker_run_and_catches_the_set(embedded, capsys):
     def always_fails(unique_tags):
         assert unique_tags.delay(["a"]).get(timeout=5) == ["nope"]
 
-    def eager(unique_tags):  # misses only "on a worker": apply() never serializes the result
+    def eager(unique_tags):  # misses "on a worker": apply() does not serialize the result by default
         assert sorted(unique_tags.apply(([" B", "a", "b"],)).get()) == ["a", "b"]
 
     def by_docstring(unique_tags):  # tells the twins apart by something other than behaviour

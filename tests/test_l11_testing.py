@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import gc
+import inspect
+import subprocess
+import sys
+import textwrap
 import time
 from datetime import datetime
 from importlib.metadata import distribution, entry_points
@@ -49,7 +53,30 @@ def test_eager_delay_serializes_arguments_but_apply_and_results_are_not(eager_ap
     def as_set(tags):
         return set(tags)
 
-    assert as_set.delay(["a", "b"]).get() == {"a", "b"}  # the return value is never serialized
+    assert as_set.delay(["a", "b"]).get() == {"a", "b"}  # by default the return value is not serialized
+
+
+def test_task_store_eager_result_serializes_and_stores_the_eager_return_value(eager_app):
+    assert eager_app.conf.task_store_eager_result is False  # Celery's default
+    eager_app.conf.task_store_eager_result = True  # read when a task is defined
+
+    @eager_app.task(shared=False)
+    def as_set(tags):
+        return set(tags)
+
+    result = as_set.delay(["a", "b"])
+    assert result.state == "FAILURE" and isinstance(result.result, EncodeError)
+    with pytest.raises(EncodeError):
+        result.get()
+    eager_app.conf.task_always_eager = False  # read the backend as a caller would
+    assert eager_app.AsyncResult(result.id).state == "FAILURE"  # the backend holds the failure
+
+    @eager_app.task(shared=False)
+    def as_list(tags):
+        return sorted(set(tags))
+
+    stored = as_list.apply((["b", "a", "b"],))
+    assert eager_app.AsyncResult(stored.id).get(timeout=5) == ["a", "b"]  # stored, as JSON
 
 
 def test_eager_retries_run_at_once_and_propagation_stops_them(eager_app):
@@ -59,6 +86,11 @@ def test_eager_retries_run_at_once_and_propagation_stops_them(eager_app):
         result = fetch_rate.apply(("EUR",))
     assert time.monotonic() - started < 5  # countdown=30 x 3, not waited for
     assert api.call_count == 4 and result.state == "FAILURE" and isinstance(result.result, ConnectionError)
+    with mock.patch.object(given, "rates_api", side_effect=ConnectionError("down")):
+        failed = fetch_rate.delay("EUR")  # eager, task_eager_propagates off: no raise at the call
+    assert failed.state == "FAILURE"
+    with pytest.raises(ConnectionError):
+        failed.get()  # the exception comes out of get()
     eager_app.conf.task_eager_propagates = True
     with mock.patch.object(given, "rates_api", side_effect=ConnectionError("down")) as api:
         with pytest.raises(Retry):
@@ -97,3 +129,41 @@ def test_a_task_registered_after_start_worker_needs_reload(embedded):
     finally:
         gc.collect()
         app.close()
+
+
+def test_start_worker_defaults_and_fixture_scopes():
+    params = inspect.signature(start_worker).parameters
+    assert (params["pool"].default, params["concurrency"].default, params["perform_ping_check"].default,
+            params["shutdown_timeout"].default) == ("solo", 1, True, 10.0)
+    from _pytest.fixtures import getfixturemarker
+
+    import celery.contrib.pytest as plugin
+
+    scopes = {name: getfixturemarker(getattr(plugin, name)).scope
+              for name in ("celery_config", "celery_app", "celery_worker")}
+    assert scopes == {"celery_config": "session", "celery_app": "function", "celery_worker": "function"}
+
+
+def test_start_worker_with_the_ping_check_on_an_ordinary_app_fails_with_a_bare_assertion():
+    # a fresh interpreter: once celery.contrib.testing.tasks is imported, every app gets celery.ping
+    code = textwrap.dedent("""
+        import sys
+        from celery import Celery
+        from celery.contrib.testing.worker import start_worker
+
+        app = Celery("plain", broker="memory://", backend="cache+memory://")
+        try:
+            with start_worker(app):
+                pass
+        except AssertionError as exc:
+            print("AssertionError", repr(str(exc)), "celery.ping" in app.tasks)
+        else:
+            sys.exit("no AssertionError")
+        from celery.contrib.testing.app import TestApp  # imports celery.contrib.testing.tasks
+
+        test_app = TestApp()
+        with start_worker(test_app):  # the defaults: ping check on, so celery.ping answered "pong"
+            print("TestApp", "celery.ping" in test_app.tasks)
+    """)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.stdout.split() == ["AssertionError", "''", "False", "TestApp", "True"], run.stdout + run.stderr[-2000:]

@@ -251,8 +251,8 @@ class NormalizeEmailOwnWorker(TestsATask):
     test_name = "test_normalize_email"
     task_name = "normalize_email"
     worker = False
-    # as in Celery's TestApp (celery.contrib.testing.app.DEFAULT_TEST_CONFIG): no AMQP heartbeats. With
-    # them, a start_worker on RabbitMQ did not stop within its 10 s shutdown_timeout (measured, Celery 5.7)
+    # no AMQP heartbeats for the test's in-thread worker, as Celery's own test app does
+    # (broker_heartbeat=0 in celery.contrib.testing.app.DEFAULT_TEST_CONFIG)
     app_conf = {"broker_heartbeat": 0}
     right = Twin(given.normalize_email)
     broken = (Twin(given.normalize_email_broken, "it keeps the spaces"),)

@@ -23,12 +23,14 @@ QUESTIONS = [
            "A task returns a Python set. Its test with task_always_eager=True passes. On a real worker with the "
            "JSON result serializer, what happens?",
            ["The same: the caller gets the set", "The task fails with EncodeError: the worker must store the "
-            "result as JSON, which has no sets; eager mode never serializes the return value",
+            "result as JSON, which has no sets; eager mode, by default (task_store_eager_result=False), never "
+            "serializes the return value",
             "The caller gets a list", "The worker converts the set with pickle"], 1,
            "Eager mode keeps the return value in the EagerResult; a worker encodes it for the result backend, "
-           "and the JSON encoder refuses a set, so the task ends in FAILURE.",
-           cheat="Eager mode never serializes a task's return value: a set passes eagerly and fails on a worker "
-                 "(EncodeError).",
+           "and the JSON encoder refuses a set, so the task ends in FAILURE. Only with task_store_eager_result=True "
+           "does an eager run store (and so encode) its result, and then it fails eagerly too.",
+           cheat="By default (`task_store_eager_result=False`) eager mode does not serialize a task's return value: "
+                 "a set passes eagerly and fails on a worker (EncodeError).",
            evidence=NB + "l11-worker-result"),
     choice("l11-eager-invisible", "11", S11["ways"],
            "Which events does a task run with task_always_eager send (events on, as in the kit)?",
@@ -42,9 +44,10 @@ QUESTIONS = [
          False,
          "Measured on Celery 5.7: under task_always_eager, delay()/apply_async() dump and load the arguments with "
          "the task's serializer before running (a set raises EncodeError, a tuple arrives as a list). Only "
-         "task.apply() skips that step; and the return value is serialized by neither.",
+         "task.apply() skips that step; and neither serializes the return value unless task_store_eager_result=True "
+         "(default False) makes the eager run store it in the result backend.",
          cheat="Celery 5.7: eager `delay()` round-trips arguments through the serializer; `apply()` does not; "
-               "neither serializes the result."),
+               "neither serializes the result unless `task_store_eager_result=True`."),
     choice("l11-eager-retry", "11", S11["retry"],
            "A task does `raise self.retry(exc=exc, countdown=30, max_retries=3)`. Run with `.apply()` while the "
            "mocked service always raises ConnectionError: what happens?",
@@ -65,6 +68,29 @@ QUESTIONS = [
            "result.",
            cheat="`task_eager_propagates=True` makes eager failures raise at the call, and stops eager retries "
                  "(the `Retry` escapes)."),
+    choice("l11-store-eager-result", "11", S11["ways"],
+           "With task_always_eager=True and task_store_eager_result=True (set before the task is defined), a task "
+           "returning a set is sent with delay() on a JSON app. What happens?",
+           ["SUCCESS, as with every eager run", "FAILURE with EncodeError: the eager run stores its result in the "
+            "result backend, so it encodes it as JSON, as a worker does", "The set is stored with pickle",
+            "The setting is ignored in eager mode"], 1,
+           "task_store_eager_result (default False) makes the eager tracer publish the result to the backend; "
+           "the JSON encoder refuses the set, so the EagerResult and the backend both hold FAILURE/EncodeError. "
+           "A task reads the setting when it is defined.",
+           cheat="`task_store_eager_result=True` makes eager runs store (and so serialize) their result: "
+                 "a set then fails eagerly too.",
+           evidence=NB + "l11-store-eager-result"),
+    choice("l11-start-worker-ping", "11", S11["worker"],
+           "`with start_worker(app):` (all defaults) on an ordinary Celery app fails at once. Why?",
+           ["The broker is not running", "Its default ping check asserts 'celery.ping' in app.tasks, a task only "
+            "Celery's TestApp imports: a bare AssertionError; pass perform_ping_check=False",
+            "start_worker needs the prefork pool", "The app must be set as current"], 1,
+           "start_worker defaults to pool='solo', concurrency=1, perform_ping_check=True; _start_worker_thread "
+           "asserts the ping task is registered before it starts the worker.",
+           cheat="`start_worker(app)` on an ordinary app needs `perform_ping_check=False` (else a bare "
+                 "AssertionError: no `celery.ping` task).",
+           evidence="tests/test_l11_testing.py::"
+                    "test_start_worker_with_the_ping_check_on_an_ordinary_app_fails_with_a_bare_assertion"),
     choice("l11-pytest-plugin", "11", S11["worker"],
            "With Celery 5.7 installed (no other Celery package), how do tests get the fixtures celery_app and "
            "celery_worker?",
