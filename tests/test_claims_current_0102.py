@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 from celery import Celery, states
@@ -142,3 +143,97 @@ def test_a_worker_closes_its_event_dispatcher_without_sending_buffered_task_even
     start, close = inspect.getsource(Events.start), inspect.getsource(Events._close)
     assert "buffer_group=['task'] if c.hub" in start           # buffering only with an event loop
     assert "disable" in close and "flush" not in close
+
+
+# -- lesson 01: the other writers of a record: a worker's revoke, update_state; result_extended's fields --
+def test_a_revoke_update_state_and_extended_fields_on_a_real_worker(embedded):
+    import gc
+    import threading
+    import time
+
+    from celery.contrib.testing.worker import start_worker
+
+    import celerylab
+
+    app = celerylab.create_app("claims-0102-worker", task_default_queue="c0102", result_extended=True)
+    release = threading.Event()
+
+    @app.task(bind=True, shared=False, name="c0102.progress")
+    def progress(self, x, label=None):
+        self.update_state(state="PROGRESS", meta={"done": 0})  # task code writes a record itself
+        release.wait(10)
+        return x * 2
+
+    try:
+        queued = app.send_task("c0102.progress", args=(1,), queue="c0102-nobody")  # no worker consumes it
+        assert queued.exists() is False
+        with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False) as worker:
+            for task_id in (queued.id, "made-up-id"):
+                replies = app.control.revoke(task_id, reply=True, timeout=5, limit=1)
+                assert replies, "no worker replied to the revoke"
+                assert app.AsyncResult(task_id).exists() is True  # a record, written by the worker's revoke
+                assert app.AsyncResult(task_id).state == states.REVOKED
+
+            running = progress.delay(3, label="a")
+            deadline = time.monotonic() + 10
+            while running.state != "PROGRESS":
+                assert time.monotonic() < deadline, "no PROGRESS record within 10 s"
+                time.sleep(0.02)
+            assert running.exists() is True  # written by update_state, before any final state
+            release.set()
+            assert running.get(timeout=10) == 6
+            done = app.AsyncResult(running.id)
+            assert (done.name, done.args, done.kwargs, done.retries, done.queue) == (
+                "c0102.progress", [3], {"label": "a"}, 0, "c0102")
+            assert done.worker and done.worker in worker.hostname  # names the worker (here its host part)
+    finally:
+        release.set()
+        gc.collect()
+        app.close()
+
+
+class Draft(BaseModel):
+    sku: str
+    note: str | None = "none given"  # dumped without None, it validates back to a different model
+
+
+class WithJsonHook(BaseModel):
+    sku: str
+
+    def __json__(self):
+        return {"hooked": self.sku}
+
+
+def test_pydantic_dump_kwargs_also_dump_the_callers_models_and_when_a_model_is_sent_as_is(app):
+    from kombu.exceptions import EncodeError
+
+    @app.task(shared=False, pydantic=True, pydantic_dump_kwargs={"exclude_none": True})
+    def place(order: Receipt) -> Receipt:
+        return order
+
+    place.delay(Receipt(sku="A-1", qty=2, note=None, received="x"))
+    args, _, _ = _sent_body(app)
+    assert args == [{"sku": "A-1", "qty": 2, "received": "x"}]  # exclude_none dropped "note" from the message
+
+    @app.task(shared=False, pydantic=True, pydantic_dump_kwargs={"exclude_none": True})
+    def draft(d: Draft) -> None:
+        return None
+
+    with pytest.raises(EncodeError):  # dump + validate gives note="none given" != None: sent as is, JSON refuses
+        draft.delay(Draft(sku="A-1", note=None))
+    draft.delay(Draft(sku="A-1", note="n"))  # the same model with an equal round trip is dumped
+    assert _sent_body(app)[0] == [{"sku": "A-1", "note": "n"}]
+
+    @app.task(shared=False, pydantic=True)
+    def hooked(item: WithJsonHook) -> None:
+        return None
+
+    hooked.delay(WithJsonHook(sku="A-1"))  # left to kombu's JSON, which calls __json__
+    assert _sent_body(app)[0] == [{"hooked": "A-1"}]
+
+    place.apply_async((Receipt(sku="A-1", qty=2, received="x"),), serializer="pickle")
+    with app.connection_for_read() as conn:
+        message = conn.default_channel.basic_get("celery", no_ack=True)  # raw: no decoding, no accept list
+    assert message.content_type == "application/x-python-serialize"
+    args = pickle.loads(message.body)[0]  # read here only: this test sent it
+    assert args == (Receipt(sku="A-1", qty=2, received="x"),)  # pickle: the model itself, not dumped

@@ -10,17 +10,21 @@ QUESTIONS = [
            ["True: the task was sent", "False: nothing writes a record at send time, so it looks like an id "
             "never sent", "It raises: the task is not finished", "PENDING"], 1,
            "exists() asks the result backend for a record. The worker writes one when the task starts (with "
-           "track_started), retries or ends; a queued task, a made-up id and an expired result all give False.",
-           cheat="`AsyncResult(id).exists()` (5.7): True once a worker stored a state (STARTED with track_started, "
-                 "RETRY, or final); a queued task gives False like a made-up id.",
+           "track_started), retries or ends, the task's own update_state() writes one, and a worker that receives "
+           "a revoke for a PENDING id writes REVOKED (even for a queued task or a made-up id); otherwise a queued "
+           "task, a made-up id and an expired result all give False.",
+           cheat="`AsyncResult(id).exists()` (5.7): True once a state was stored (STARTED with track_started, "
+                 "update_state, RETRY, final, or REVOKED when a worker receives a revoke); a queued task gives "
+                 "False like a made-up id.",
            evidence="notebooks/01_architecture.ipynb::evidence:l01-exists"),
     choice("l01-exists-extended", "01", "`PENDING` also means \"unknown\"",
            "Does `result_extended=True` make `exists()` True for a task that was sent but not started?",
            ["Yes: it stores the task at send time", "No: it only adds fields (name, args, worker) to the record "
             "the worker writes", "Only on Redis", "Only with track_started"], 1,
            "result_extended changes what the worker's record holds, not when it is written.",
-           cheat="`result_extended=True` adds name/args/worker to the stored result; nothing is stored at send time.",
-           evidence="tests/test_claims_current_0102.py::test_exists_needs_a_record_written_by_a_worker_not_the_send"),
+           cheat="`result_extended=True` adds name, args, kwargs, worker, retries, queue to the result the worker "
+                 "stores; nothing is stored at send time.",
+           evidence="tests/test_claims_current_0102.py::test_a_revoke_update_state_and_extended_fields_on_a_real_worker"),
     choice("l02-pydantic", "02", "Typed task arguments: `pydantic=True`",
            "`@app.task(pydantic=True) def place_order(order: Order) -> Receipt` is called with "
            "`place_order.delay(Order(...))`. What travels, and what does `.get()` return?",
