@@ -175,7 +175,11 @@ def learner_main(name: str, role: str, rundir: Path, tasks: int, flood: int) -> 
     # results say whose task ran (a crossed-over task would say another name)
     for tid, s in sent.items():
         if s["kind"] in ("add", "countdown", "flaky"):
-            if not results[tid].ready():
+            try:
+                ready = results[tid].ready()
+            except Exception:  # noqa: BLE001 - e.g. rpc:// BacklogLimitExceeded
+                ready = False
+            if not ready:
                 report["results_not_arrived"] = report.get("results_not_arrived", 0) + 1
                 continue
             value = results[tid].get(timeout=10)
