@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import faulthandler
+import gc
 import os
 import shutil
 import subprocess
@@ -35,6 +36,8 @@ def embedded(monkeypatch):
         broker.stop()
     broker = celerylab.start_broker()
     yield broker
+    # results the test left behind unsubscribe when collected: let them do it while the broker runs
+    gc.collect()
     celerylab.cleanup()
 
 

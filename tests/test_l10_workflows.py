@@ -18,7 +18,10 @@ import celerylab
 
 @pytest.fixture
 def app(embedded):
-    app = celerylab.create_app("test_l10")
+    # a result left from an earlier test (its broker stopped) unsubscribes when garbage-collected: one
+    # quick try, not Celery's 20 reconnection attempts (that cost 19 s in some test's teardown)
+    app = celerylab.create_app("test_l10", result_backend_transport_options={
+        "retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.1}})
     yield app
     gc.collect()  # results left by the test unsubscribe now, while the broker still runs
     app.close()
