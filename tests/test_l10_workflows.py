@@ -189,3 +189,43 @@ def test_no_result_backend_refuses_chords_too(embedded):
             chord([b.s(1), b.s(2)], b.s()).apply_async()
     finally:
         bare.close()
+
+
+def test_the_database_backend_has_no_native_counter_so_a_chord_sends_chord_unlock():
+    """Lesson 10: "Backends without that counter (the database or file backends) send celery.chord_unlock"."""
+    from celery.backends.base import BaseBackend, KeyValueStoreBackend
+    from celery.backends.database import DatabaseBackend
+    from celery.backends.filesystem import FilesystemBackend
+    from celery.backends.redis import RedisBackend
+
+    for backend in (DatabaseBackend, FilesystemBackend):
+        assert backend.supports_native_join is False
+        assert backend.apply_chord is BaseBackend.apply_chord  # -> fallback_chord_unlock
+    assert RedisBackend.supports_native_join is True
+    assert RedisBackend.apply_chord is not KeyValueStoreBackend.apply_chord
+
+
+def test_a_retrying_header_task_holds_the_body_back_until_its_last_retry(app):
+    """Lesson 10: "A header task that keeps retrying holds the body back until its last retry"."""
+    import time
+
+    attempts, ended, body_started = [], {}, []
+
+    @app.task(name="t10w.flaky_part", bind=True, shared=False, max_retries=2)
+    def flaky_part(self, x):
+        attempts.append(time.monotonic())
+        if x == 1 and self.request.retries < 2:
+            raise self.retry(countdown=0.3)
+        ended[x] = time.monotonic()
+        return x
+
+    @app.task(name="t10w.collect", shared=False)
+    def collect(values):
+        body_started.append(time.monotonic())
+        return sorted(values)
+
+    with celerylab.run_worker(app, concurrency=2):
+        result = chord([flaky_part.s(0), flaky_part.s(1)], collect.s()).apply_async()
+        assert result.get(timeout=15) == [0, 1]
+    assert len(attempts) == 4                      # part 0 once, part 1 three times (two retries)
+    assert body_started[0] >= ended[1] >= ended[0]  # the body ran only after the retried part's last run
