@@ -370,15 +370,10 @@ def _stops_that_lose_the_last_event(app, add, stops, start=None, **worker_option
 
 
 def test_stopping_a_worker_right_after_get_loses_no_task_event(app, tasks):
-    assert _stops_that_lose_the_last_event(app, tasks.add, stops=20) == 0
-
-
-def test_celerys_own_consumer_drops_the_buffered_event_at_shutdown(app, tasks):
-    """The behaviour the kit fixes (lesson 02 explains it): Celery's consumer closes its event
-    dispatcher without sending the task events still in its buffer."""
-    from celery.worker.consumer import Consumer
-
-    assert _stops_that_lose_the_last_event(app, tasks.add, stops=20, consumer_cls=Consumer) > 0
+    # Celery's own consumer drops that last buffered event at shutdown (a race: some stops in 20 lose it);
+    # tests/test_claims_current_0102.py::test_a_worker_closes_its_event_dispatcher_without_sending_buffered_task_events
+    # shows that deterministically. The kit's consumer flushes first: none lost.
+    assert _stops_that_lose_the_last_event(app, tasks.add, stops=10) == 0
 
 
 @pytest.mark.slow
