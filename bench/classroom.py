@@ -547,7 +547,8 @@ def doc_block(results: list[dict], source: str) -> str:
         tried = max(r["learners"] for r in results if r["broker"] == broker)
         largest.append(f"{broker}: {max(ok) if ok else 'none'} of the {tried} tried")
     return "\n".join([
-        f"Recorded by `make bench-classroom` ({source}), {', '.join(when)}, on {'; '.join(machines)}; "
+        f"Recorded by `python bench/classroom.py` (what `make bench-classroom` runs; {source}), "
+        f"{', '.join(when)}, on {'; '.join(machines)} shared with other jobs; "
         f"a flood of {results[0]['flood']:,} tasks, {results[0]['tasks_per_learner']} plain tasks per learner.",
         "",
         doc_table(results),
