@@ -113,6 +113,7 @@ class WorkerProcess:
             cmd += ["--prefetch-multiplier", str(prefetch_multiplier)]
         cmd += list(extra_args)
         self.cmd = cmd
+        self.broker_url = conf.get("broker_url") or broker.url
         self.command = worker_command(module, pool, concurrency, self.queues, self.hostname, loglevel,
                                       prefetch_multiplier, extra_args, conf)
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -133,11 +134,15 @@ class WorkerProcess:
         return self.hostname.replace("%h", os.uname().nodename)
 
     def wait_ready(self, timeout: float = 20.0) -> "WorkerProcess":
-        """Block until the worker logs that it is ready (or raise with the log's last lines)."""
+        """Block until the worker logs that it is ready and answers a ping (or raise with the log's
+        last lines). The ping matters: "ready" is logged before the worker's event loop has
+        subscribed to broadcasts on Redis, and a broadcast (``inspect()``, ``add_consumer``) sent
+        in between reaches nobody."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
             if " ready." in text:
+                self._answers_ping(deadline)
                 return self
             if not self.alive:
                 break
@@ -146,6 +151,22 @@ class WorkerProcess:
         state = f"exited with status {self.proc.returncode}" if not self.alive else f"not ready after {timeout:.0f} s"
         self.kill()
         raise WorkerStartError(f"worker {self.nodename} {state}; log: {self.logfile}\n{detail}".rstrip())
+
+    def _answers_ping(self, deadline: float) -> bool:
+        """Ping this worker until it answers (True) or the deadline passes (False: it is ready anyway)."""
+        from celery import Celery
+
+        app = Celery("celerylab-ping", broker=self.broker_url, set_as_current=False)
+        try:
+            while self.alive and time.monotonic() < deadline:
+                try:
+                    if app.control.ping([self.nodename], timeout=0.5, limit=1):
+                        return True
+                except Exception:  # noqa: BLE001 - the broker is restarting: the caller finds out soon
+                    return False
+            return False
+        finally:
+            app.close()
 
     def terminate(self, timeout: float = 30.0) -> int | None:
         """Warm shutdown (SIGTERM): running tasks finish, then the worker exits."""
