@@ -419,8 +419,14 @@ def run_class(broker: str, learners: int, tasks: int = 40, flood: int = FLOOD, p
             if stray:
                 problems.append(f"keys outside every learner's prefix: {stray[:5]}")
             acl_log = client.execute_command("ACL", "LOG")
-            if acl_log:
-                problems.append(f"ACL log: {len(acl_log)} denied commands, e.g. {acl_log[0]}")
+            # Known: kombu's Redis transport sometimes reads a control-reply list without the
+            # learner's prefix (LLEN <uuid>.reply.celery.pidbox<band> in a MULTI); the ACL denies
+            # it, so nothing crosses, but it is recorded. Any other denial fails the run.
+            known = [e for e in acl_log if b".reply.celery.pidbox" in e.get(b"object", b"")]
+            result["acl_denied_unprefixed_pidbox_reply"] = sum(int(e.get(b"count", 1)) for e in known)
+            other = [e for e in acl_log if e not in known]
+            if other:
+                problems.append(f"ACL log: {len(other)} denied commands, e.g. {other[0]}")
             before = {n: admin.keys(n) for n in names[2:]}
             log("    " + admin.reset(crasher))
             if admin.keys(crasher):
