@@ -39,6 +39,7 @@ Two deliberate differences:
 from __future__ import annotations
 
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -401,18 +402,28 @@ class Exporter:
         """Serve ``/metrics`` on ``host:port`` (default: a free port on 127.0.0.1); returns the URL."""
         if self._server is not None:
             return self.url
-        if port and port_in_use(port, host):
-            raise PortInUseError(f"port {port} on {host} is already in use: serve() without a port picks a free one")
         metrics_app = make_wsgi_app(self.registry)
 
         def app(environ, start_response):
             self.sync()
             return metrics_app(environ, start_response)
 
-        try:
-            server = make_server(host, port or 0, app, ThreadingWSGIServer, handler_class=_QuietHandler)
-        except OSError as exc:
-            raise PortInUseError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
+        held = _reserved.pop((host, port), None) if port else None
+        if held is not None:   # a port reserve_port() kept listening: take its socket over
+            server = ThreadingWSGIServer((host, port), _QuietHandler, bind_and_activate=False)
+            server.socket.close()
+            server.socket = held
+            server.server_address = held.getsockname()
+            server.server_name, server.server_port = host, port
+            server.setup_environ()
+            server.set_app(app)
+        else:
+            if port and port_in_use(port, host):
+                raise PortInUseError(f"port {port} on {host} is already in use: serve() without a port picks a free one")
+            try:
+                server = make_server(host, port or 0, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+            except OSError as exc:
+                raise PortInUseError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
         server.daemon_threads = True
         self._server = server
         self.host, self.port = host, server.server_port
@@ -458,6 +469,20 @@ class Exporter:
 
 
 _current: dict[str, Exporter] = {}
+_reserved: dict[tuple[str, int], socket.socket] = {}
+
+
+def reserve_port(host: str = LOOPBACK) -> int:
+    """A free port on ``host``, kept listening (connections wait in its backlog) until an
+    exporter serves on it (``start_exporter(app, port=...)``): a Prometheus can be started
+    with the exporter's address before the exporter exists, and nothing else can take it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    sock.listen(64)
+    port = sock.getsockname()[1]
+    _reserved[(host, port)] = sock
+    return port
 
 
 def start_exporter(app: Celery, port: int | None = None, queues=(), worker_timeout: float = 300.0,

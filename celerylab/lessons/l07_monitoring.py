@@ -205,3 +205,58 @@ def sentry_off() -> None:
     sentry_sdk.init()  # no DSN: a disabled client
     with _Envelopes.lock:
         _Envelopes.items.clear()
+
+
+class _Monitoring:
+    """What :func:`start_monitoring` started: the exporter's reserved port, and (when installed)
+    the webhook receiver, Alertmanager and Prometheus, ready after :meth:`wait`."""
+
+    def __init__(self, exporter_port: int, servers=None):
+        self.exporter_port = exporter_port
+        self.servers = servers
+        self._errors: list[BaseException] = []
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        from celerylab import prometheus
+
+        hook, am, prom = self.servers
+        try:
+            prometheus.start_together(am, prom)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by wait()
+            hook.stop()
+            self._errors.append(exc)
+
+    def wait(self, timeout: float = 30.0):
+        """(webhook receiver, Alertmanager, Prometheus), once both servers answer ``/-/ready``."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise TimeoutError(f"Prometheus/Alertmanager not ready within {timeout:g} s")
+        if self._errors:
+            raise self._errors[0]
+        return self.servers
+
+
+def start_monitoring(scrape_interval: float = 0.5, alertmanager_scale: float = 1 / 30) -> _Monitoring:
+    """Reserve a port for section 4's metrics exporter and start, in a background thread, a real
+    Prometheus scraping ``http://127.0.0.1:<port>/metrics`` every ``scrape_interval`` s (no rules
+    yet) and the Alertmanager it sends alerts to (timings scaled by ``alertmanager_scale``),
+    which posts to a :class:`celerylab.webhook.WebhookReceiver`. Prometheus scrapes a new
+    target about 5 s after it starts: started early, it is scraping by section 4.
+    Without the prometheus/alertmanager programs, only the port is reserved."""
+    from celerylab import prometheus
+    from celerylab.metrics import reserve_port
+    from celerylab.webhook import WebhookReceiver
+
+    port = reserve_port()
+    if prometheus.missing():
+        return _Monitoring(port)
+    hook = WebhookReceiver().start()
+    am = prometheus.AlertmanagerServer(hook.url, scale=alertmanager_scale)
+    prom = prometheus.PrometheusServer([f"http://127.0.0.1:{port}/metrics"], rules=None,
+                                       interval=scrape_interval, alertmanager=am)
+    monitoring = _Monitoring(port, (hook, am, prom))
+    monitoring._thread = threading.Thread(target=monitoring._run, name="l07-monitoring", daemon=True)
+    monitoring._thread.start()
+    return monitoring
