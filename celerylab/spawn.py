@@ -113,7 +113,7 @@ class WorkerProcess:
             cmd += ["--prefetch-multiplier", str(prefetch_multiplier)]
         cmd += list(extra_args)
         self.cmd = cmd
-        self.broker_url = conf.get("broker_url") or broker.url
+        self.broker_url = conf.get("broker_url") or _module_broker_url(module) or broker.url
         self.command = worker_command(module, pool, concurrency, self.queues, self.hostname, loglevel,
                                       prefetch_multiplier, extra_args, conf)
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -206,6 +206,15 @@ class WorkerProcess:
     def __repr__(self) -> str:
         state = "running" if self.alive else f"exited({self.proc.returncode})"
         return f"<worker process {self.nodename} pid={self.pid} pool={self.pool} x{self.concurrency} {state}>"
+
+
+def _module_broker_url(module: str) -> str | None:
+    """The broker of ``module``'s ``app`` when this process has imported it (a lesson app built
+    with ``create_redis_app`` is on the kernel's private Redis on a RabbitMQ class broker, and so
+    is its worker process): where a ping reaches the worker."""
+    app = getattr(sys.modules.get(module), "app", None)
+    url = getattr(getattr(app, "conf", None), "broker_url", None)
+    return url if isinstance(url, str) else None
 
 
 def spawn_worker(module: str, pool: str = "prefork", concurrency: int = 2, queues=None, **kwargs) -> WorkerProcess:
