@@ -11,7 +11,7 @@ import pytest
 import celerylab
 from celerylab.errors import PortInUseError
 from celerylab.events import Record, Watcher
-from celerylab.metrics import Exporter, parse, scrape, start_exporter, worker_host
+from celerylab.metrics import Exporter, parse, reserve_port, scrape, start_exporter, worker_host
 from celerylab.ports import port_in_use
 
 HOST = "orders@metrics-test"
@@ -165,6 +165,27 @@ def test_port_in_use_and_given_port(app):
     with urllib.request.urlopen(exporter.url, timeout=5) as resp:
         assert b"celery_queue_length" in resp.read()
     exporter.stop()
+
+
+def test_reserved_port_is_held_until_the_exporter_serves_on_it(app):
+    port = reserve_port()
+    assert port_in_use(port)   # listening: nothing else can take it
+    got = {}
+
+    def fetch():   # a scrape before the exporter exists waits in the backlog (Prometheus' case)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            got["body"] = resp.read()
+
+    client = threading.Thread(target=fetch)
+    client.start()
+    time.sleep(0.2)
+    assert "body" not in got
+    exporter = start_exporter(app, port=port)
+    client.join(10)
+    assert exporter.url == f"http://127.0.0.1:{port}/metrics"
+    assert b"celery_queue_length" in got["body"]
+    exporter.stop()
+    assert not port_in_use(port)
 
 
 def test_nothing_outlives_cleanup(app):
