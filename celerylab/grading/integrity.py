@@ -22,6 +22,7 @@ Only absolute imports and the standard library here: this file is executed on it
 """
 from __future__ import annotations
 
+import abc
 import ast
 import os
 import sys
@@ -133,6 +134,9 @@ def _function_of(value):
     return value if isinstance(value, types.FunctionType) else None
 
 
+#: class attributes a metaclass sets on every class it makes (ABCMeta, and pydantic's model
+#: metaclass, a subclass of it): not in the class body, not a sign of tampering
+METACLASS_MADE = frozenset({"_abc_impl", "model_config"})
 PLAIN = (str, int, float, bool, type(None), tuple, list, dict, set, frozenset)
 
 
@@ -200,6 +204,8 @@ class Verifier:
                     continue  # made by Python or a decorator (dataclass)
                 self.problems.append(f"{where} was added")
                 continue
+            if name not in members and name in METACLASS_MADE and isinstance(cls, abc.ABCMeta) and fn is None:
+                continue  # set by the class's metaclass: ABCMeta's cache, a pydantic model's config
             if name not in members:
                 self.problems.append(f"{where} was added")
             elif fn is not None and f"{qual}.{name}" in src.codes:
