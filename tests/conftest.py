@@ -25,6 +25,24 @@ def _isolated_logs(tmp_path, monkeypatch):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _celery_logging_restored():
+    """Undo what Celery's own logging setup did in a test (``celery.contrib.testing.worker.start_worker``
+    calls ``app.log.setup``): it gives ``celery.task`` a stderr handler with propagate off and sets a
+    process-wide "already set up" flag, so later tests' task log lines never reached the kit's worker
+    log files (test_l02_serialization's seed-logging test failed after test_claims_current_0102)."""
+    import logging
+
+    from celery.app.log import Logging
+
+    task_logger, root = logging.getLogger("celery.task"), logging.getLogger()
+    saved = (list(root.handlers), root.level, list(task_logger.handlers), task_logger.propagate,
+             task_logger.level, Logging._setup)
+    yield
+    root.handlers[:], task_logger.handlers[:] = saved[0], saved[2]
+    root.level, task_logger.propagate, task_logger.level, Logging._setup = saved[1], saved[3], saved[4], saved[5]
+
+
 @pytest.fixture
 def embedded(monkeypatch):
     """A fresh embedded broker for this test, stopped afterwards."""
