@@ -232,7 +232,7 @@ class RetriesThenDeadLetter(BindHint, BehaviourCheck):
                 raise ExerciseIncorrect(f"{call} ({about}) was retried {n} time{'s' if n != 1 else ''}; "
                                         f"it should be retried {retries} time{'s' if retries != 1 else ''}")
             lo, hi = self.pause
-            for pause in o.spacing:
+            for pause in o.retry_delays:  # planned (ETA) delays: load cannot shift them
                 if not lo <= pause <= hi:
                     raise ExerciseIncorrect(f"{call} ({about}) was retried {pause:.1f} s after it failed; "
                                             f"retry 0.1 s apart")

@@ -52,24 +52,11 @@ def abandon(thread_ident: int | None) -> bool:
 # under one lock. abandon_task() raises only in a thread marked for that task, under the same lock.
 _body_lock = threading.Lock()
 _in_body: dict[int, str] = {}  # thread ident -> id of the task whose body that thread runs
+_abandoned: set[int] = set()  # thread idents already sent an abandon for their current marking
 
 
 def _cancel_pending(thread_ident: int) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_ident), None)
-
-
-def _leave_body(ident: int, outer: str | None) -> None:
-    while True:
-        try:
-            with _body_lock:
-                if outer is None:
-                    _in_body.pop(ident, None)
-                else:
-                    _in_body[ident] = outer
-                _cancel_pending(ident)
-            return
-        except Abandoned:  # set just before we took the lock: delivered here, try again
-            continue
 
 
 #: task id -> time.monotonic() when its body returned or raised (the tracer's own work, e.g.
@@ -88,14 +75,31 @@ def guard_task_body(task) -> None:
 
     def run(*args, **kwargs):
         ident = threading.get_ident()
-        with _body_lock:
-            outer = _in_body.get(ident)
-            _in_body[ident] = task.request.id
+        outer = None
+        # Mark inside the try: an abandon sent as soon as the lock is released must land where the
+        # finally below still unmarks the thread.
         try:
+            with _body_lock:
+                outer = _in_body.get(ident)
+                _in_body[ident] = task.request.id
             return original(*args, **kwargs)
         finally:
-            BODY_ENDED[task.request.id] = time.monotonic()
-            _leave_body(ident, outer)
+            # Inline, with no call before the try: CPython delivers a pending exception at a call or
+            # a backward jump, so one pending when the body ends is caught here. abandon_task sends at
+            # most one per marking, so after catching it nothing else can arrive.
+            while True:
+                try:
+                    BODY_ENDED[task.request.id] = time.monotonic()
+                    with _body_lock:
+                        if outer is None:
+                            _in_body.pop(ident, None)
+                        else:
+                            _in_body[ident] = outer
+                        _abandoned.discard(ident)
+                        _cancel_pending(ident)
+                    break
+                except Abandoned:  # sent just before we took the lock: delivered here, try again
+                    continue
 
     run.__celerylab_unguarded__ = original
     run.__name__ = getattr(original, "__name__", "run")
@@ -106,8 +110,10 @@ def guard_task_body(task) -> None:
 def abandon_task(task_id: str) -> bool:
     """Raise :class:`Abandoned` in the thread running ``task_id``'s body; False if none is."""
     with _body_lock:
-        idents = [ident for ident, running in _in_body.items() if running == task_id]
-        return any([abandon(ident) for ident in idents])
+        idents = [ident for ident, running in _in_body.items() if running == task_id and ident not in _abandoned]
+        sent = [ident for ident in idents if abandon(ident)]
+        _abandoned.update(sent)
+        return bool(sent)
 
 
 @dataclass
