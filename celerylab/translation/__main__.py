@@ -16,6 +16,11 @@ def _sources(names: list[str]) -> list[Path]:
     if not names:
         return every
     chosen = [s for s in every if s.name in names or str(s.relative_to(catalogs.repo_root())) in names]
+    for name in names:
+        both = [s for s in every if s.name == name]
+        if len(both) > 1:
+            raise SystemExit(f"{name} is in {' and '.join(s.parent.name for s in both)}: "
+                             f"name it with its folder, e.g. {both[0].parent.name}/{name}")
     missing = set(names) - {s.name for s in chosen} - {str(s.relative_to(catalogs.repo_root())) for s in chosen}
     if missing:
         raise SystemExit(f"no such notebook: {', '.join(sorted(missing))}")
