@@ -514,7 +514,9 @@ class LivePlot:
 
     ``series``: ``{line name: (metric, {labels})}``; each line is the metric summed over the
     matching series, like ``sum(celery_task_succeeded_total)`` in a Grafana panel. ``stop()``
-    ends the scraping (so does ``celerylab.cleanup()``).
+    ends the scraping (so does ``celerylab.cleanup()``); ``stop(show_final=True)`` also scrapes
+    once more and displays the values the plot ended at as an ordinary plotly figure (a stored
+    notebook keeps no picture of the widget).
     """
 
     def __init__(self, url: str, series: dict, interval: float = 0.25, title: str = "Live metrics",
@@ -533,6 +535,8 @@ class LivePlot:
         for name in self.series:
             fig.add_scatter(mode="lines", name=name, x=[], y=[], line=dict(shape="hv"))
         self.widget = fig
+        self.title = title
+        self.yaxis = yaxis
         self._t0 = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="celerylab-live-plot", daemon=True)
@@ -551,20 +555,77 @@ class LivePlot:
             except Exception as exc:  # exporter stopped: stop plotting quietly
                 self.errors.append(f"{type(exc).__name__}: {exc}")
             else:
-                self.points.append((round(started - self._t0, 3), values))
-                xs = [t for t, _ in self.points]
-                with self.widget.batch_update():
-                    for trace, name in zip(self.widget.data, self.series):
-                        trace.x, trace.y = xs, [v[name] for _, v in self.points]
+                self._add(started, values)
             self._stop.wait(max(self.interval - (time.monotonic() - started), 0.01))
 
-    def stop(self) -> None:
+    def _add(self, at: float, values: dict) -> None:
+        self.points.append((round(at - self._t0, 3), values))
+        xs = [t for t, _ in self.points]
+        with self.widget.batch_update():
+            for trace, name in zip(self.widget.data, self.series):
+                trace.x, trace.y = xs, [v[name] for _, v in self.points]
+
+    def stop(self, show_final: bool = False) -> None:
+        """End the scraping. ``show_final=True``: scrape once more (what the metrics say now, after
+        the cell's own waits) and display the final values (:meth:`final_bundle`)."""
+        was_running = not self._stop.is_set()
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(5)
         if self._forget:
             self._forget()
             self._forget = None
+        if show_final and was_running:
+            try:
+                self._add(time.monotonic(), self.sample())
+            except Exception as exc:  # exporter already stopped: show the last values scraped
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            from .widgets import _display
+
+            _display(self.final_bundle())
+
+    def final_values(self) -> dict:
+        """``{line name: value}`` of the last scrape (0 for a plot that scraped nothing)."""
+        last = self.points[-1][1] if self.points else {}
+        return {name: last.get(name, 0.0) for name in self.series}
+
+    def final_figure(self):
+        """The values the plot ended at, one bar per line, as a plain ``go.Figure``.
+
+        Values only: the curves' times depend on scheduling (when each scrape ran), so they are
+        drawn live only; the final values of counters the cell waited for are the same every run.
+        """
+        import plotly.graph_objects as go
+
+        values = self.final_values()
+        names, ys = list(values), [values[n] for n in values]
+        fig = go.Figure(go.Bar(x=ys, y=names, orientation="h", text=[f"{v:g}" for v in ys],
+                               textposition="auto", marker_color="#4e79a7", hovertemplate="%{y}: %{x}<extra></extra>"))
+        fig.update_layout(title=f"{self.title}: final values (the curves over time are drawn live only)",
+                          height=120 + 32 * max(len(names), 1), margin=dict(l=160, r=20, t=50, b=40),
+                          xaxis=dict(title=self.yaxis, rangemode="tozero"),
+                          yaxis=dict(autorange="reversed", type="category"))
+        return fig
+
+    def final_line(self) -> str:
+        values = self.final_values()
+        return (f"Final values of the live metrics plot {self.title!r}: "
+                + ", ".join(f"{name} {value:g}" for name, value in values.items()))
+
+    def final_bundle(self) -> dict:
+        """The display bundle of the final values: plotly JSON (JupyterLab, the book), an HTML
+        table (nbconvert, GitHub), one text line (nbval, terminals). Deterministic for given values."""
+        import html
+
+        import plotly.io as pio
+
+        bundle = dict(pio.renderers["plotly_mimetype"].to_mimebundle(self.final_figure().to_dict()))
+        rows = "".join(f"<tr><td>{html.escape(name)}</td><td style='text-align:right'>{value:g}</td></tr>"
+                       for name, value in self.final_values().items())
+        bundle["text/html"] = (f'<table class="celerylab-live-plot-final"><caption>{html.escape(self.title)}: '
+                               f"final values</caption>{rows}</table>")
+        bundle["text/plain"] = self.final_line()
+        return bundle
 
     def _repr_mimebundle_(self, **kwargs):
         return {"text/plain": LIVE_TEXT,

@@ -1,6 +1,7 @@
 """The Prometheus exporter: celery-exporter's names, counts that match the tasks run, every band."""
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -233,3 +234,35 @@ def test_live_plot_scrapes_and_draws_until_stopped(app):
     n = len(plot.points)
     time.sleep(0.2)
     assert len(plot.points) == n and not [t for t in threading.enumerate() if t.name == "celerylab-live-plot"]
+
+
+def test_live_plot_stop_shows_the_final_values_as_a_plain_figure(app, capsys):
+    from celerylab.metrics import live_plot
+    from celerylab.widgets import PLOTLY_MIME
+
+    exporter = start_exporter(app)
+    plot = live_plot(exporter.url, interval=5.0)       # one scrape at start, the next after the tasks
+    try:
+        with celerylab.run_worker(app, hostname=HOST):
+            for i in range(3):
+                app.tasks["tmetrics.ok"].delay(i)
+            exporter.wait_until("celery_task_succeeded_total", 3)
+            assert plot.final_values()["succeeded"] == 0        # the loop has not scraped since
+            plot.stop(show_final=True)                          # scrapes once more, then displays
+    finally:
+        plot.stop()
+        exporter.stop()
+    # not in IPython: the text line is printed (in a notebook: the whole bundle is displayed)
+    assert capsys.readouterr().out.strip() == plot.final_line()
+    assert plot.final_values() == {"sent": 3, "succeeded": 3, "failed": 0, "queue length (celery)": 0}
+    bundle = plot.final_bundle()
+    assert bundle["text/plain"] == ("Final values of the live metrics plot 'Live metrics': "
+                                    "sent 3, succeeded 3, failed 0, queue length (celery) 0")
+    figure = bundle[PLOTLY_MIME]
+    assert [t["type"] for t in figure["data"]] == ["bar"]
+    assert figure["data"][0]["y"] == list(plot.series) and figure["data"][0]["x"] == [3, 3, 0, 0]
+    assert "<td>succeeded</td><td style='text-align:right'>3</td>" in bundle["text/html"]
+    assert json.dumps(bundle, sort_keys=True) == json.dumps(plot.final_bundle(), sort_keys=True)   # no times in it
+    n = len(plot.points)
+    plot.stop(show_final=True)                                  # already stopped: nothing more
+    assert len(plot.points) == n and capsys.readouterr().out == ""
