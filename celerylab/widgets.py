@@ -13,7 +13,9 @@ The live views are ipywidgets (an HTML widget and plotly ``FigureWidget``\\ s). 
 most 10 times a second whatever the event rate. When a ``watch`` block ends, the final state
 is also displayed as an ordinary output (plotly JSON for JupyterLab, HTML for nbconvert and
 GitHub's viewer, one line of text), made of counts only, so it is identical on every run and
-nbval can compare it. Widget views themselves are not stored in a useful way: strip their
+nbval can compare it (nbval compares plotly JSON as it is: no sanitizing). ``stop(show_final=True,
+panels=("flow", "timeline"))`` adds the timeline's final state (each task's runs by outcome;
+``TimelineView.show_final()`` alone after ``show_timeline``), ``"queue depth"`` the last sample. Widget views themselves are not stored in a useful way: strip their
 state from saved notebooks with :func:`strip_widget_state`.
 """
 from __future__ import annotations
@@ -270,8 +272,72 @@ class TimelineView:
             fig.layout.yaxis.categoryorder = "array"
             fig.layout.height = min(160 + 26 * max(len(order), 1), 640)
 
+    def final_counts(self) -> dict[str, dict[str, int]]:
+        """``{task name: {outcome: runs}}``: the chart's bars counted. Counts only (no times, ids,
+        slots: which thread ran a task varies from run to run), so the same run gives the same numbers."""
+        with self.watcher.state.lock:
+            runs = [(r.name or "unknown", r.outcome) for r in self.watcher.state.runs]
+        out: dict[str, dict[str, int]] = {}
+        for name, outcome in runs:
+            per = out.setdefault(name, {})
+            per[outcome] = per.get(outcome, 0) + 1
+        return {name: {o: out[name][o] for o in _OUTCOMES if o in out[name]} for name in sorted(out)}
+
+    def final_figure(self, title: str = ""):
+        """The final state of the timeline as a plain ``go.Figure``: per task name, its runs by outcome
+        (a retried run is one bar that ended in a retry). The bars' times are drawn live only."""
+        import plotly.graph_objects as go
+
+        counts = self.final_counts()
+        names = list(counts)
+        fig = go.Figure()
+        for outcome in _OUTCOMES:
+            xs = [counts[n].get(outcome, 0) for n in names]
+            if any(xs):
+                fig.add_bar(orientation="h", name=outcome, x=xs, y=names, marker_color=COLORS[outcome],
+                            text=[str(x) if x else "" for x in xs], textposition="inside",
+                            hovertemplate=f"%{{y}}: %{{x}} {outcome}<extra></extra>")
+        if not names:
+            fig.add_annotation(text="no task ran", showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+            fig.update_xaxes(visible=False)
+            fig.update_yaxes(visible=False)
+        fig.update_layout(title=(title or "Task runs") + " by outcome (the timeline's bars counted; their times are live only)",
+                          barmode="stack", height=140 + 30 * max(len(names), 1),
+                          margin=dict(l=160, r=20, t=60, b=40), legend=dict(orientation="h", y=-0.25),
+                          xaxis=dict(title="runs", rangemode="tozero"),
+                          yaxis=dict(type="category", autorange="reversed"))
+        return fig
+
+    def final_bundle(self) -> dict:
+        """Display bundle: plotly JSON, an HTML table, one text line. Deterministic for given counts."""
+        name = self.watcher.app.main
+        counts = self.final_counts()
+        rows = "".join(f"<tr><td>{html.escape(task)}</td><td>{html.escape(_counts_text(per))}</td></tr>"
+                       for task, per in counts.items())
+        bundle = _plotly_bundle(self.final_figure(f"Timeline of {name!r}"))
+        bundle["text/html"] = (f'<table class="celerylab-timeline-final"><caption>Timeline of {html.escape(repr(name))}: '
+                               f"runs by outcome</caption>{rows}</table>")
+        bundle["text/plain"] = (f"Final state of the timeline of {name!r}: "
+                                + ("; ".join(f"{task}: {_counts_text(per)}" for task, per in counts.items())
+                                   or "no task ran"))
+        return bundle
+
+    def show_final(self) -> None:
+        """Display :meth:`final_bundle` in the current cell."""
+        _display(self.final_bundle())
+
     def _repr_mimebundle_(self, **kwargs):
         return _widget_bundle(self.widget)
+
+
+def _counts_text(counts: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
+def _plotly_bundle(fig) -> dict:
+    import plotly.io as pio
+
+    return dict(pio.renderers["plotly_mimetype"].to_mimebundle(fig.to_dict()))  # pinned renderer
 
 
 # ---------------------------------------------------------------------------------------
@@ -334,6 +400,58 @@ class QueueDepthView:
                     trace = self._traces[name] = fig.data[-1]
                 else:
                     trace.x, trace.y = xs, ys
+
+    def final_depths(self) -> dict[str, int] | None:
+        """``{line name: messages}`` at the last sample (None: not sampled, not a Redis broker).
+        Stable when the lesson waited for its queues to settle; the curves' times are not."""
+        sampler = self.watcher.sampler
+        if sampler is None:
+            return None
+        latest = sampler.latest() or {}
+        # every queue sampled (not only those seen non-empty, which depends on when samples ran)
+        queues = sorted({k[0] for k in latest if k != "unacked"} | {self.watcher.app.conf.task_default_queue or "celery"})
+        out = {q: sum(v for k, v in latest.items() if k != "unacked" and k[0] == q) for q in queues}
+        out["unacked (prefetched or running)"] = latest.get("unacked", 0)
+        return out
+
+    def final_figure(self, title: str = ""):
+        """The last sample of the queue-depth chart as a plain ``go.Figure`` (one bar per line)."""
+        import plotly.graph_objects as go
+
+        depths = self.final_depths()
+        fig = go.Figure()
+        if depths is None:
+            fig.add_annotation(text="not sampled: queue depth is read on Redis brokers only", showarrow=False,
+                               x=0.5, y=0.5, xref="paper", yref="paper")
+            fig.update_xaxes(visible=False)
+            fig.update_yaxes(visible=False)
+        else:
+            names = list(depths)
+            fig.add_bar(orientation="h", x=[depths[n] for n in names], y=names, marker_color="#4e79a7",
+                        text=[str(depths[n]) for n in names], textposition="auto",
+                        hovertemplate="%{y}: %{x} messages<extra></extra>")
+        fig.update_layout(title=(title or "Queue depth") + " when the view stopped (the curves over time are live only)",
+                          height=140 + 30 * max(len(depths or {}), 1), margin=dict(l=200, r=20, t=60, b=40),
+                          xaxis=dict(title="messages", rangemode="tozero"),
+                          yaxis=dict(type="category", autorange="reversed"))
+        return fig
+
+    def final_bundle(self) -> dict:
+        """Display bundle: plotly JSON, an HTML table, one text line."""
+        name = self.watcher.app.main
+        depths = self.final_depths()
+        bundle = _plotly_bundle(self.final_figure(f"Queue depth of {name!r}"))
+        rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in (depths or {}).items())
+        bundle["text/html"] = (f'<table class="celerylab-queue-depth-final"><caption>Queue depth of '
+                               f"{html.escape(repr(name))} when the view stopped</caption>{rows}</table>")
+        bundle["text/plain"] = (f"Final state of the queue depth of {name!r}: "
+                                + ("not sampled (Redis brokers only)" if depths is None
+                                   else ", ".join(f"{k} {v}" for k, v in depths.items())))
+        return bundle
+
+    def show_final(self) -> None:
+        """Display :meth:`final_bundle` in the current cell."""
+        _display(self.final_bundle())
 
     def _repr_mimebundle_(self, **kwargs):
         return _widget_bundle(self.widget)
@@ -457,15 +575,30 @@ class LiveWatch(Watcher):
             _display(_widget_bundle(self.view))
         return self
 
-    def stop(self, settle: float = 1.0, show_final: bool = False) -> None:
+    def stop(self, settle: float = 1.0, show_final: bool = False, panels: Iterable[str] = ("flow",)) -> None:
+        """Stop watching; ``show_final=True``: then display the final state of ``panels`` (see
+        :meth:`show_final`)."""
         was_running = self._thread is not None
         super().stop(settle=settle)
         if show_final and was_running:
-            self.show_final()
+            self.show_final(panels)
 
-    def show_final(self) -> None:
-        """Display the final state (static figure, HTML and text line) in the current cell."""
-        _display(final_bundle(self.summary(), self.app.main))
+    def show_final(self, panels: Iterable[str] = ("flow",)) -> None:
+        """Display the final state (static figure, HTML and text line) in the current cell.
+
+        ``panels``: ``"flow"`` (where the tasks went, a Sankey of counts), ``"timeline"`` (each
+        task's runs by outcome) and ``"queue depth"`` (the last sample; Redis brokers only, and
+        stable only when the cell waited for the queues to settle). Counts only: no times."""
+        panels = tuple(panels)
+        unknown = set(panels) - {"flow", "timeline", "queue depth"}
+        if unknown:
+            raise ValueError(f"unknown panel(s) {sorted(unknown)}: use 'flow', 'timeline', 'queue depth'")
+        if "flow" in panels:
+            _display(final_bundle(self.summary(), self.app.main))
+        if "timeline" in panels:
+            _display((self.timeline_view or TimelineView(self)).final_bundle())
+        if "queue depth" in panels:
+            _display((self.queue_depth or QueueDepthView(self)).final_bundle())
 
     def __enter__(self) -> "LiveWatch":
         return self.start()

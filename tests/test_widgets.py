@@ -109,6 +109,16 @@ def test_timeline_marks_retries_failures_and_revokes(app):
     by_name = {tr.name: tr for tr in tl.widget.data}
     assert len(by_name["succeeded"].x) == 3 and len(by_name["revoke"].x) == 1
     assert list(tl.widget.layout.yaxis.categoryarray) == lanes
+    # its final state: the bars counted per task and outcome, no lanes or times
+    assert tl.final_counts() == {"wd.fail": {"failed": 1}, "wd.flaky": {"succeeded": 1, "retried": 1},
+                                 "wd.nap": {"succeeded": 2}}
+    bundle = tl.final_bundle()
+    assert bundle["text/plain"] == ("Final state of the timeline of 'test_widgets': wd.fail: failed 1; "
+                                    "wd.flaky: succeeded 1, retried 1; wd.nap: succeeded 2")
+    traces = {tr["name"]: tr for tr in bundle[PLOTLY_MIME]["data"]}
+    assert set(traces) == {"succeeded", "retried", "failed"} and traces["succeeded"]["x"] == [0, 1, 2]
+    assert traces["succeeded"]["y"] == ["wd.fail", "wd.flaky", "wd.nap"]
+    assert "gantt" not in json.dumps(bundle)
 
 
 def test_queue_depth_counts_every_priority_band_and_unacked(app):
@@ -165,6 +175,28 @@ def test_final_state_is_deterministic(app):
     assert "succeeded: 20" in first["text/html"]
 
 
+def test_timeline_and_queue_depth_final_states_are_counts_and_the_same_every_run(app):
+    bundles = []
+    for _ in range(2):
+        with Watcher(app) as w:
+            run_workload(app, w)
+            deadline = time.monotonic() + 5     # the sampler's next sample after the queues emptied
+            while sum(v for k, v in (w.sampler.latest() or {}).items() if k != "unacked") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)
+            bundles.append((TimelineView(w).final_bundle(), QueueDepthView(w).final_bundle()))
+    (timeline, depth), again = bundles
+    assert json.dumps(bundles[0], sort_keys=True) == json.dumps(again, sort_keys=True)
+    assert timeline["text/plain"] == ("Final state of the timeline of 'test_widgets': "
+                                      "wd.add: succeeded 19; wd.fail: failed 2; wd.flaky: succeeded 1, retried 1")
+    assert depth["text/plain"] == ("Final state of the queue depth of 'test_widgets': "
+                                   "bulk 0, celery 0, unacked (prefetched or running) 0")
+    assert not UUID.search(json.dumps(bundles)) and "det@test" not in json.dumps(bundles)
+    with Watcher(app, sample_queues=False) as w:
+        pass
+    assert QueueDepthView(w).final_bundle()["text/plain"].endswith("not sampled (Redis brokers only)")
+
+
 def test_static_figure_ignores_the_default_renderer(app):
     import plotly.io as pio
 
@@ -191,6 +223,13 @@ def test_watch_block_shows_live_views_then_the_final_state(app, monkeypatch, cap
     assert "succeeded: 1" in w.flow.widget.value
     out = capsys.readouterr()
     assert out.out == "" and out.err == ""      # no log line leaks into a cell's output
+    w.show_final(panels=("flow", "timeline", "queue depth"))      # every panel's final state
+    assert [b["text/plain"].split(":")[0] for b in shown[2:]] == [
+        "Final state of 'test_widgets'", "Final state of the timeline of 'test_widgets'",
+        "Final state of the queue depth of 'test_widgets'"]
+    assert all(PLOTLY_MIME in b for b in shown[2:])
+    with pytest.raises(ValueError):
+        w.show_final(panels=("gantt",))
 
 
 def test_show_functions_share_one_watcher(app, monkeypatch):
