@@ -120,17 +120,96 @@ def with_learner_vhost(url: str) -> str:
     return parts._replace(path=f"/{name}").geturl()
 
 
+def learner_key(name: str) -> str:
+    """``name`` as this learner's Redis key: ``"alice:l05:ledger"`` for alice, unchanged without a learner."""
+    return learner_prefix() + name
+
+
+#: Where a command's keys are, for :class:`LearnerRedis`: ``(first, last, step)`` over the
+#: arguments after the command name (``last`` -1: up to the end, -2: all but the last one).
+_ONE = (0, 0, 1)
+_KEY_POSITIONS: dict[str, tuple[int, int, int]] = {
+    **dict.fromkeys((
+        "GET SET SETNX SETEX PSETEX GETSET GETDEL GETEX APPEND STRLEN SETRANGE GETRANGE INCR INCRBY "
+        "INCRBYFLOAT DECR DECRBY EXPIRE PEXPIRE EXPIREAT PEXPIREAT TTL PTTL PERSIST TYPE DUMP RESTORE "
+        "LPUSH RPUSH LPUSHX RPUSHX LPOP RPOP LLEN LRANGE LINDEX LSET LREM LTRIM LINSERT LPOS "
+        "HSET HSETNX HMSET HGET HMGET HDEL HLEN HKEYS HVALS HGETALL HEXISTS HINCRBY HINCRBYFLOAT HSCAN HSTRLEN "
+        "SADD SREM SMEMBERS SISMEMBER SMISMEMBER SCARD SPOP SRANDMEMBER SSCAN "
+        "ZADD ZREM ZRANGE ZREVRANGE ZRANGEBYSCORE ZREVRANGEBYSCORE ZCARD ZSCORE ZMSCORE ZINCRBY ZRANK "
+        "ZREVRANK ZCOUNT ZPOPMIN ZPOPMAX ZREMRANGEBYSCORE ZREMRANGEBYRANK ZSCAN "
+        "XADD XLEN XRANGE XREVRANGE XTRIM XDEL SETBIT GETBIT BITCOUNT PFADD PUBLISH").split(), _ONE),
+    **dict.fromkeys("DEL UNLINK EXISTS TOUCH MGET WATCH PFCOUNT SINTER SUNION SDIFF".split(), (0, -1, 1)),
+    **dict.fromkeys("MSET MSETNX".split(), (0, -1, 2)),
+    **dict.fromkeys("BLPOP BRPOP BZPOPMIN BZPOPMAX".split(), (0, -2, 1)),
+    **dict.fromkeys("RENAME RENAMENX RPOPLPUSH BRPOPLPUSH LMOVE BLMOVE SMOVE COPY".split(), (0, 1, 1)),
+}
+#: Commands without keys a learner's client may send as they are.
+_NO_KEYS = frozenset("PING ECHO TIME MULTI EXEC DISCARD UNWATCH SCRIPT CLIENT HELLO AUTH SELECT".split())
+
+
+class _LearnerKeys:
+    """Puts ``self.learner_prefix`` in front of every key of every command (see :func:`redis_client`)."""
+
+    learner_prefix = ""
+
+    def _learner_args(self, args):
+        command, *rest = args
+        name = str(command.decode() if isinstance(command, bytes) else command).upper()
+        if name in ("EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"):
+            n = int(rest[1])
+            return [command, rest[0], rest[1], *(self._prefixed(k) for k in rest[2:2 + n]), *rest[2 + n:]]
+        if name in ("KEYS", "SCAN", "RANDOMKEY", "FLUSHDB", "FLUSHALL"):
+            raise CeleryLabError(
+                f"{name} goes over every learner's keys: a class broker denies it to learners "
+                f"(keep the keys you need in a set, or delete them by name)")
+        if name in _NO_KEYS:
+            return list(args)
+        if name not in _KEY_POSITIONS:
+            raise CeleryLabError(f"the learner's Redis client does not know where {name}'s keys are "
+                                 f"(add it to celerylab.broker._KEY_POSITIONS)")
+        first, last, step = _KEY_POSITIONS[name]
+        stop = len(rest) + last + 1 if last < 0 else last + 1
+        return [command, *(self._prefixed(a) if first <= i < stop and (i - first) % step == 0 else a
+                           for i, a in enumerate(rest))]
+
+    def _prefixed(self, key):
+        return self.learner_prefix.encode() + key if isinstance(key, bytes) else f"{self.learner_prefix}{key}"
+
+    def execute_command(self, *args, **options):
+        return super().execute_command(*self._learner_args(args), **options)
+
+    def parse_response(self, connection, command_name, **options):
+        response = super().parse_response(connection, command_name, **options)
+        if str(command_name).upper() in ("BLPOP", "BRPOP") and response:  # [key, value]: the key unprefixed
+            key, value = response
+            return type(response)((key[len(self.learner_prefix):], value))
+        return response
+
+
 def redis_client(url: str, **kwargs):
-    """A redis-py client for ``url`` that sees the same keys as this learner's Celery apps."""
+    """A redis-py client for ``url`` that sees the same keys as this learner's Celery apps.
+
+    With ``CELERYLAB_LEARNER=alice`` every key of every command gets alice's prefix
+    (``r.rpush("l05:ledger", ...)`` writes ``alice:l05:ledger``, the keys her Redis user may
+    touch); KEYS and SCAN, which would go over the whole keyspace, raise an error. Without a
+    learner it is a plain ``redis.Redis``.
+    """
     import redis
 
     prefix = learner_prefix()
     if not prefix:
         return redis.Redis.from_url(url, **kwargs)
-    from kombu.transport.redis import PrefixedStrictRedis
 
-    return PrefixedStrictRedis(connection_pool=redis.ConnectionPool.from_url(url, **kwargs),
-                               global_keyprefix=prefix)
+    class LearnerPipeline(_LearnerKeys, redis.client.Pipeline):
+        learner_prefix = prefix
+
+    class LearnerRedis(_LearnerKeys, redis.Redis):
+        learner_prefix = prefix
+
+        def pipeline(self, transaction=True, shard_hint=None):
+            return LearnerPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
+    return LearnerRedis(connection_pool=redis.ConnectionPool.from_url(url, **kwargs))
 
 
 def start_broker(port: int | None = None, host: str = LOOPBACK) -> Broker:

@@ -294,7 +294,7 @@ class NoPickle(BehaviourCheck):
                 raise ExerciseIncorrect(f"tasks sent with {self.app_name} are {content_type}, not msgpack: "
                                         f"make msgpack the serializer for tasks")
             outcomes = trial.run(app, [default.id, as_json.id], queues=[SECURE_QUEUE])
-            trial.recorder.wait(lambda _: client.llen(SECURE_QUEUE) == 0, 1.0)
+            trial.recorder.wait(lambda _: client.llen(inspect_broker.band_lists(SECURE_QUEUE)[0]) == 0, 1.0)
             ran_attack = bool(trial.recorder.of(attack.id, "started"))
         if _EVIDENCE or ran_attack:
             _EVIDENCE.clear()

@@ -4,6 +4,7 @@ Worker subprocesses import this module (``spawn_worker("celerylab.lessons.l08_pr
 so every task lives here. Tasks leave *notes* in the lesson's Redis (``l08:notes:<label>``:
 one ``start:<pid>`` / ``end:<pid>`` entry per execution), which lets the notebook count how
 often a task really ran, in which process, even when the process running it was killed.
+In a class the keys carry the learner's prefix (``alice:l08:notes:<label>``): see :func:`db`.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import redis
 from celery import signals
 from celery.exceptions import SoftTimeLimitExceeded
 
+from celerylab.broker import redis_client
 from celerylab.inspect_broker import create_redis_app
 
 # The lesson shows the Redis transport at work (the unacked hash, the visibility timeout,
@@ -24,24 +26,31 @@ from celerylab.inspect_broker import create_redis_app
 # the kernel's private Redis (its worker processes share it).
 app = create_redis_app("l08_production")
 
+# The lesson's own keys. In a class (CELERYLAB_LEARNER=alice) db() puts the learner's prefix in
+# front of every key, as Celery does for its own: alice:l08:notes:<label>, alice:unacked...
 NOTES = "l08:notes:"
 CHARGES = "l08:charges:"
 DONE = "l08:idem:"
+LABELS = "l08:labels"    # a set of every label noted, so reset() finds the keys without KEYS/SCAN
 
 _clients: dict[int, redis.Redis] = {}
 
 
 def db() -> redis.Redis:
-    """A Redis client on the broker, one per process (a forked pool child makes its own)."""
+    """A Redis client on the broker, one per process (a forked pool child makes its own); keys
+    get the learner's prefix (none outside a class)."""
     pid = os.getpid()
     client = _clients.get(pid)
     if client is None:
-        client = _clients[pid] = redis.Redis.from_url(app.conf.broker_url, decode_responses=True)
+        client = _clients[pid] = redis_client(app.conf.broker_url, decode_responses=True)
     return client
 
 
 def note(label: str, what: str) -> None:
-    db().rpush(NOTES + label, f"{what}:{os.getpid()}")
+    pipe = db().pipeline()
+    pipe.rpush(NOTES + label, f"{what}:{os.getpid()}")
+    pipe.sadd(LABELS, label)
+    pipe.execute()
 
 
 # ---------------------------------------------------------------------------------------
@@ -196,13 +205,19 @@ def add_quiet(x: int, y: int) -> int:
 # Helpers for the notebook (and the lab's checks)
 # ---------------------------------------------------------------------------------------
 def reset(*labels: str) -> None:
-    """Forget the notes (and charges) of these labels, so a re-run cell starts from zero."""
-    if not labels:
-        keys = list(db().scan_iter("l08:*"))
-    else:
-        keys = [p + label for label in labels for p in (NOTES, CHARGES, DONE)]
+    """Forget the notes (and charges, and idempotency keys named like the label) of these labels,
+    so a re-run cell starts from zero; no labels: of every label noted so far."""
+    everything = not labels
+    if everything:
+        labels = tuple(db().smembers(LABELS))
+    keys = [p + label for label in labels for p in (NOTES, CHARGES, DONE)]
+    pipe = db().pipeline()
     if keys:
-        db().delete(*keys)
+        pipe.delete(*keys)
+        pipe.srem(LABELS, *labels)
+    if everything:
+        pipe.delete(LABELS)
+    pipe.execute()
 
 
 def notes(label: str) -> list[str]:
@@ -299,14 +314,15 @@ def where_is(task_id: str) -> str:
 
     Redis keeps waiting messages in one list per queue (and per priority band) and messages a
     worker has taken but not acknowledged in the ``unacked`` hash, until they are acked or
-    restored to their queue after the visibility timeout.
+    restored to their queue after the visibility timeout. The queues looked at are those this
+    process's app has sent to (``app.amqp.queues``: ``celery`` and every ``queue=`` used).
     """
     client = db()
-    for key in client.scan_iter(count=1000):
-        if key.startswith(("l08:", "celery-task-meta-", "_kombu", "unacked", "poison_unacked")):
-            continue
-        if client.type(key) == "list" and any(task_id in m for m in client.lrange(key, 0, -1)):
-            return "queued"
+    sep = "\x06\x16"
+    for queue in list(app.amqp.queues):
+        for key in (queue, *(f"{queue}{sep}{band}" for band in range(1, 10))):  # its priority band lists
+            if any(task_id in m for m in client.lrange(key, 0, -1)):
+                return "queued"
     for key in ("unacked", "poison_unacked"):  # the lesson's poisoned worker keeps its own (section 1)
         if client.type(key) == "hash" and any(task_id in m for m in client.hvals(key)):
             return "unacked"
