@@ -11,6 +11,9 @@ Which Redis: an explicit ``url``; else the broker when it is Redis; else
 ``CELERYLAB_RESULT_BACKEND`` when that is Redis; else (a RabbitMQ broker and no Redis at all)
 an in-memory fakeredis shared by this process, which in-kernel workers see too but worker
 subprocesses do not.
+
+In a class (``CELERYLAB_LEARNER=alice``) every key gets the learner's prefix: ``r.set("charged:1", ...)``
+sets ``alice:charged:1``, the keys alice's Redis user may touch (:func:`celerylab.broker.redis_client`).
 """
 from __future__ import annotations
 
@@ -53,7 +56,9 @@ def redis_client(url: str | None = None, app=None) -> redis.Redis:
             start_broker()
         url = redis_url()
     if url is not None:
-        return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        from .broker import redis_client as learner_redis  # CELERYLAB_LEARNER's prefix on every key (none without)
+
+        return learner_redis(url, socket_timeout=5, socket_connect_timeout=5)
     return _in_process_client()
 
 
