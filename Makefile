@@ -119,6 +119,17 @@ bench-notebooks: install sysdeps-brokers
 clean:
 	rm -rf $(VENV) build *.egg-info
 
+## 简体中文 edition (issue 18): zh/notebooks, zh/solutions, zh/labs from the English notebooks and the
+## catalogs in locale/zh_CN (python -m celerylab.translation; entries still untranslated or stale stay
+## English and are counted). After editing an English notebook: `make zh-update` marks what changed.
+.PHONY: zh zh-update
+zh: install
+	$(PY) -m celerylab.translation build
+	$(PY) -m celerylab.translation coverage
+
+zh-update: install
+	$(PY) -m celerylab.translation update
+
 ## Labs: generate labs/ from solutions/ (answers blanked, shipped unrun; the grader puts the master's check cells back).
 ## `make labs EXECUTE=1` re-runs the solution notebooks first.
 .PHONY: labs grade

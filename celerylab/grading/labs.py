@@ -159,8 +159,12 @@ def check_note(check) -> nbformat.NotebookNode:
     return note
 
 
-def make_lab(solution, name: str, where: str = "solution") -> nbformat.NotebookNode:
-    """The learner's notebook for a solution notebook (which is not changed)."""
+def make_lab(solution, name: str, where: str = "solution", origin: str | None = None) -> nbformat.NotebookNode:
+    """The learner's notebook for a solution notebook (which is not changed).
+
+    ``origin``: the solution's path from the repository root, which the grader reads the master
+    copy from (default ``solutions/<name>.ipynb``; a translated edition's own solutions folder).
+    """
     lab = copy.deepcopy(solution)
     checks = master_checks(lab, where)
     if not checks:
@@ -195,7 +199,7 @@ def make_lab(solution, name: str, where: str = "solution") -> nbformat.NotebookN
         cells.append(cell)
     lab.cells = cells
     lab.metadata.pop("widgets", None)
-    lab.metadata["celerylab"] = {"lab": name, "generated_from": f"solutions/{name}.ipynb"}
+    lab.metadata["celerylab"] = {"lab": name, "generated_from": origin or f"solutions/{name}.ipynb"}
     return lab
 
 

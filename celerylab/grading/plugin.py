@@ -54,12 +54,26 @@ def solutions_dir() -> Path:
     return Path(os.environ.get(SOLUTIONS_ENV) or labs.solutions_dir())
 
 
+def master_path(nb, name: str) -> Path:
+    """Where lab ``name``'s master copy is: ``$CELERYLAB_SOLUTIONS``, else the solution the lab
+    says it was generated from (a translated edition's lab names its own edition's solution),
+    else the kit's ``solutions/``."""
+    if os.environ.get(SOLUTIONS_ENV):
+        return Path(os.environ[SOLUTIONS_ENV]) / f"{name}.ipynb"
+    origin = ((nb or {}).get("metadata", {}).get("celerylab", {}) or {}).get("generated_from")
+    if origin and Path(origin).name == f"{name}.ipynb" and not Path(origin).is_absolute() and ".." not in Path(origin).parts:
+        candidate = labs.repo_root() / origin
+        if candidate.exists():
+            return candidate
+    return labs.solutions_dir() / f"{name}.ipynb"
+
+
 def load_master(nb, path) -> tuple[str | None, object | None]:
     """``(lab name, master notebook)``; the master is None when there is none."""
     name = labs.lab_name(nb, path) if nb is not None else labs.lab_name({}, path)
     if not name:
         return None, None
-    master = solutions_dir() / f"{name}.ipynb"
+    master = master_path(nb, name)
     if not master.exists():
         return name, None
     return name, nbformat.read(master, as_version=4)

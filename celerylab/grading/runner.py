@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import CeleryLabError
 from . import labs
-from .plugin import LAB_CELL_TIMEOUT, RESULTS_ENV, SOLUTIONS_ENV, solutions_dir
+from .plugin import LAB_CELL_TIMEOUT, RESULTS_ENV, SOLUTIONS_ENV, master_path, solutions_dir
 from .scorecard import ExerciseResult, LabResult, format_card, load_json, write_csv
 
 FINAL_STATES = ("done", "error", "timed out")
@@ -64,10 +64,10 @@ def _precheck(path: Path) -> LabResult | None:
         return LabResult(notebook=str(path), lab=labs.lab_name({}, path), state="error",
                          problems=[f"could not read the notebook: {' '.join(str(exc).split())[:160]}"])
     name = labs.lab_name(nb, path)
-    master = solutions_dir() / f"{name}.ipynb" if name else None
+    master = master_path(nb, name) if name else None
     if master is None or not master.exists():
         return LabResult(notebook=str(path), lab=name, state="error",
-                         problems=[f"not a lab notebook: no master copy {name or 'NN_topic'}.ipynb in {solutions_dir()}"])
+                         problems=[f"not a lab notebook: no master copy {name or 'NN_topic'}.ipynb in {master.parent if master is not None else solutions_dir()}"])
     return None
 
 
@@ -77,7 +77,7 @@ def _run_batch(paths: list[Path], time_limit: float, cell_timeout: float, on_upd
         tmp = Path(tmp)
         (tmp / "pytest.ini").write_text("[pytest]\n")
         results_file = tmp / "results.json"
-        env = dict(os.environ, **{RESULTS_ENV: str(results_file), SOLUTIONS_ENV: str(solutions_dir())})
+        env = dict(os.environ, **{RESULTS_ENV: str(results_file)})   # SOLUTIONS_ENV passes through when set
         cmd = [sys.executable, "-m", "pytest", "-q", "--noconftest", "-p", "no:cacheprovider",
                "-p", "celerylab.grading.plugin", "--nbval", "--nbval-current-env",
                "--nbval-cell-timeout", f"{cell_timeout:g}", "--continue-on-collection-errors",

@@ -41,7 +41,23 @@ def main(argv=None) -> int:
     im = sub.add_parser("import", help="set translations from JSON made by export; clears 'stale' on each entry set")
     im.add_argument("notebook")
     im.add_argument("json_file")
+    bd = sub.add_parser("build", help="write the edition (zh/notebooks, zh/solutions, zh/labs) from the catalogs")
+    bd.add_argument("--strict", action="store_true", help="fail when an entry is untranslated or stale")
     args = parser.parse_args(argv)
+
+    if args.command == "build":
+        from ..errors import CeleryLabError
+        from . import edition
+
+        try:
+            built = edition.build(args.lang, strict=args.strict)
+        except CeleryLabError as exc:
+            print(f"celerylab: {exc}", file=sys.stderr)
+            return 2
+        where = edition.edition_dir(args.lang).relative_to(catalogs.repo_root())
+        print(f"{where}: {len(built.written)} notebooks written; {len(built.untranslated)} entries still in English "
+              f"(untranslated or stale)")
+        return 0
 
     if args.command == "update":
         for source in _sources(args.notebooks):

@@ -1,0 +1,168 @@
+"""Translated editions (celerylab.translation): catalogs from the English notebooks, stale entries
+marked when the English changes, and an edition whose code, ids and outputs are the English ones."""
+from __future__ import annotations
+
+import io
+import tokenize
+
+import nbformat
+import pytest
+
+from celerylab.translation import catalogs, edition
+
+LANG = "zh_CN"
+
+
+def _notebook(path, cells):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = cells
+    for n, cell in enumerate(nb.cells):
+        cell.id = f"cell{n}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    """A tiny repository: one lesson with a markdown cell and a commented code cell."""
+    monkeypatch.setattr(catalogs, "repo_root", lambda: tmp_path)
+    source = _notebook(tmp_path / "notebooks" / "01_demo.ipynb", [
+        nbformat.v4.new_markdown_cell("## Prefetch\n\nA worker **prefetches** messages."),
+        nbformat.v4.new_code_cell('%time x = 1\nurl = "redis://h#not-a-comment"  # the broker\n# wait for it\n'
+                                  'print(url)  # noqa: T201'),
+    ])
+    return tmp_path, source
+
+
+def test_entries_are_markdown_cells_and_comments_not_code(repo):
+    _, source = repo
+    got = [(e.context, e.text) for e in catalogs.entries(source)]
+    assert got == [("cell0", "## Prefetch\n\nA worker **prefetches** messages."),
+                   ("cell1#comment", "the broker"), ("cell1#comment", "wait for it")]
+
+
+def test_update_keeps_translations_and_marks_changed_english_stale(repo):
+    root, source = repo
+    catalog = catalogs.update(source, LANG)
+    assert catalogs.coverage(source, LANG).done == 0
+    for message in catalog:
+        if message.id:
+            message.string = {"the broker": "Broker", "wait for it": "等它完成"}.get(message.id, "## 预取\n\nWorker 会**预取**消息。")
+    catalogs.write(catalog, catalogs.catalog_path(source, LANG))
+    assert (catalogs.coverage(source, LANG).done, catalogs.coverage(source, LANG).total) == (3, 3)
+
+    nb = nbformat.read(source, as_version=4)
+    nb.cells[0].source = "## Prefetch\n\nA worker **prefetches** messages: four per process by default."
+    nbformat.write(nb, source)
+    catalog = catalogs.update(source, LANG)
+    changed = catalog.get(nb.cells[0].source, context="cell0")
+    assert changed.fuzzy and changed.string == "## 预取\n\nWorker 会**预取**消息。"
+    assert changed.previous_id == ["## Prefetch\n\nA worker **prefetches** messages."]
+    assert not catalog.get("the broker", context="cell1#comment").fuzzy
+    cov = catalogs.coverage(source, LANG)
+    assert (cov.done, cov.stale, cov.total) == (2, 1, 3)
+
+    nb.cells = nb.cells[1:]                    # a cell removed: its entry goes
+    nbformat.write(nb, source)
+    catalog = catalogs.update(source, LANG)
+    assert [m.context for m in catalog if m.id] == ["cell1#comment", "cell1#comment"]
+
+
+def test_the_edition_translates_text_and_leaves_code_alone(repo):
+    root, source = repo
+    catalog = catalogs.update(source, LANG)
+    for message in catalog:
+        if message.id == "the broker":
+            message.string = "Broker 地址"
+    catalogs.write(catalog, catalogs.catalog_path(source, LANG))
+    built = edition.Built()
+    nb = edition.translate_notebook(source, LANG, built)
+    assert nb.cells[1].source == ('%time x = 1\nurl = "redis://h#not-a-comment"  # Broker 地址\n# wait for it\n'
+                                  'print(url)  # noqa: T201')
+    assert nb.cells[0].source == "## Prefetch\n\nA worker **prefetches** messages."   # untranslated: English
+    assert built.untranslated == ["notebooks/01_demo.ipynb: cell0", "notebooks/01_demo.ipynb: cell1#comment"]
+
+
+def _code_without_comments(source: str) -> list:
+    lines = "".join("\n" if l.lstrip().startswith(("%", "!")) else l for l in source.splitlines(keepends=True))
+    try:
+        return [(t.type, t.string) for t in tokenize.generate_tokens(io.StringIO(lines).readline)
+                if t.type not in (tokenize.COMMENT, tokenize.NL)]
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return [source]
+
+
+def test_catalogs_are_current_with_the_english():
+    """Every entry of every English notebook is in its catalog (run `make zh-update` after an edit)."""
+    missing = []
+    for source in catalogs.sources():
+        path = catalogs.catalog_path(source, LANG)
+        catalog = catalogs.read(path, LANG) if path.exists() else None
+        for entry in catalogs.entries(source):
+            if catalog is None or catalog.get(entry.text, context=entry.context) is None:
+                missing.append(f"{source.relative_to(catalogs.repo_root())}: {entry.context}")
+    assert not missing, f"{len(missing)} entries missing (make zh-update), e.g. {missing[:3]}"
+
+
+def test_every_edition_notebook_keeps_the_english_code_ids_tags_and_outputs():
+    report = edition.Built()
+    for source in catalogs.sources():
+        english = nbformat.read(source, as_version=4)
+        translated = edition.translate_notebook(source, LANG, report)
+        assert [c.id for c in translated.cells] == [c.id for c in english.cells]
+        for en, zh in zip(english.cells, translated.cells):
+            assert zh.cell_type == en.cell_type and zh.metadata == en.metadata
+            if en.cell_type == "code":
+                assert zh.get("outputs") == en.get("outputs"), (source.name, en.id)
+                assert _code_without_comments(zh.source) == _code_without_comments(en.source), (source.name, en.id)
+
+
+def test_the_edition_builds_with_labs_that_grade_against_its_own_solutions(monkeypatch):
+    built = edition.build(LANG)   # into zh/ (ignored by git), as `make zh` does
+    target = edition.edition_dir(LANG)
+    labs = sorted((target / "labs").glob("*.ipynb"))
+    assert [p.name for p in labs] == sorted(p.name for p in catalogs.repo_root().glob("solutions/[0-9][0-9]_*.ipynb"))
+    from celerylab.grading.plugin import master_path
+
+    monkeypatch.delenv("CELERYLAB_SOLUTIONS", raising=False)
+    lab = nbformat.read(labs[0], as_version=4)
+    origin = lab.metadata["celerylab"]["generated_from"]
+    assert master_path(lab, labs[0].stem) == catalogs.repo_root() / origin
+    assert origin == f"zh/solutions/{labs[0].name}"
+    assert len(built.written) == len(catalogs.sources()) + len(labs)
+
+
+@pytest.mark.slow
+def test_a_translated_lab_gets_the_same_verdicts_as_the_english_one(tmp_path, monkeypatch):
+    """The regression set's first answers for lab 00, written into the zh lab, graded against the
+    zh solution (the lab's own master copy): the verdicts the English lab gets; the blank zh lab
+    is 'not attempted' throughout."""
+    import yaml
+
+    from celerylab.grading.runner import grade
+
+    monkeypatch.delenv("CELERYLAB_SOLUTIONS", raising=False)
+    edition.build(LANG)
+    root = catalogs.repo_root()
+    spec = yaml.safe_load((root / "tests" / "learner_answers" / "00_first_tasks.yaml").read_text(encoding="utf-8"))
+    variant = spec["variants"][0]
+    zh_lab = edition.edition_dir(LANG) / "labs" / "00_first_tasks.ipynb"
+    nb = nbformat.read(zh_lab, as_version=4)
+    ids = [c.id for c in nb.cells]
+    for cid, source in variant["answers"].items():
+        nb.cells[ids.index(str(cid))].source = source.rstrip("\n")
+    answered = tmp_path / "answered" / "00_first_tasks.ipynb"
+    answered.parent.mkdir()
+    nbformat.write(nb, answered)
+    blank = tmp_path / "blank" / "00_first_tasks.ipynb"
+    blank.parent.mkdir()
+    blank.write_bytes(zh_lab.read_bytes())
+    results = {r.notebook: r for r in grade([answered, blank], time_limit=150)}
+    got = results[str(answered.resolve())]
+    for label, expected in variant["expect"].items():
+        outcome = got.exercises[label]
+        assert outcome.status == expected[0], (label, outcome)
+        if len(expected) > 1:
+            assert expected[1] in outcome.message, (label, outcome.message)
+    assert {e.status for e in results[str(blank.resolve())].exercises.values()} == {"not attempted"}
