@@ -6,8 +6,9 @@ Stages a Sphinx source tree in ``build/book-src`` from the repository's files, t
 * every lesson in ``notebooks/`` (found by glob, in file-name order) as a page, with a note on
   how to run it live; plotly outputs become interactive charts drawn by the plotly.js copied from
   the plotly package into ``_static`` (no CDN); live widgets, which keep no state in a stored
-  notebook, are replaced by a note pointing at the static final state the lesson displays
-  (``view.stop(show_final=True)``); quiz widgets by their questions with folded answers;
+  notebook, are replaced by a note linking to the static chart of their final state that the
+  lesson displays after them (``view.stop(show_final=True)``, ``plot.stop(show_final=True)``;
+  see final_targets); quiz widgets by their questions with folded answers;
 * every lab, from its solution notebook in ``solutions/``: the exercise code as learners get it
   (answers blanked the way ``celerylab.grading.labs`` blanks them), then the hints and the
   solution folded away;
@@ -219,19 +220,45 @@ def note_html(title: str, body: str, kind: str = "note") -> str:
             f"<p>{body}</p></div>")
 
 
+#: text/plain of a live widget -> the start of the text/plain of the static output that shows its
+#: final state (LiveWatch.show_final, LivePlot.stop(show_final=True)).
+FINALS = {"celerylab live view": "Final state of", "celerylab live metrics plot": "Final values of the live metrics plot"}
+
+
+def widget_kind(text: str) -> str | None:
+    """Which kind of live widget a text/plain is (a key of FINALS), or None (quiz, other widgets)."""
+    return next((kind for kind in FINALS if text.startswith(kind)), None)
+
+
+def final_kind(outputs) -> str | None:
+    """The kind of live widget whose final state these outputs show, or None."""
+    for o in outputs:
+        plain = _text(o.get("data", {}).get("text/plain", ""))
+        for kind, start in FINALS.items():
+            if plain.startswith(start) and PLOTLY in o.get("data", {}):
+                return kind
+    return None
+
+
 def widget_note(text: str, final_state: str | None) -> str:
-    """What replaces a live widget: its stored notebook keeps no widget state, only this text."""
+    """What replaces a live widget: its stored notebook keeps no widget state, only this text.
+
+    ``final_state``: the html id of the output that shows the widget's final state (None: none)."""
     if text.startswith("celerylab live view"):
-        where = (f'Its final counts are shown <a href="#{final_state}">below</a>, in the static figures the '
-                 "lesson displays when it stops the view (the timeline and queue-depth panels are live only)."
+        where = (f'Its final counts are shown <a href="#{final_state}">below</a>, in the static figure the '
+                 "lesson displays when it stops the view (the curves over time, the timeline's bars and the "
+                 "queue depths, are live only: their times vary from run to run)."
                  if final_state else "")
         return note_html("Live view", "In JupyterLab this cell shows the live view (task flow, timeline, "
                          "queue depth), redrawn from Celery's events while the cells run. A stored notebook "
                          f"keeps no picture of a widget. {where}")
     if text.startswith("celerylab live metrics plot"):
+        where = (f'The values it ended at are shown <a href="#{final_state}">below</a> as a static chart (the '
+                 "curves over time are drawn live only: their times vary from run to run)."
+                 if final_state else "")
         return note_html("Live metrics plot", "In JupyterLab this cell shows a chart of the exporter's "
-                         "metrics, redrawn while the cells run. The stored notebook keeps no picture of it: "
-                         "the counts it ended at are printed by the next cell.")
+                         "metrics, redrawn while the cells run. The stored notebook keeps no picture of a "
+                         f"widget. {where}")
     if text.startswith("quiz:"):
         return note_html("Quiz", "In JupyterLab these questions are interactive (pick an answer, press "
                          "Check). Here they follow with their answers folded away.", "tip")
@@ -253,8 +280,10 @@ def _text(value) -> str:
     return "".join(value) if isinstance(value, list) else str(value)
 
 
-def convert_outputs(cell, stem: str, counter: list[int], final_state: str | None) -> None:
-    """Make a code cell's stored outputs renderable offline (in place)."""
+def convert_outputs(cell, stem: str, counter: list[int], final_state: str | dict | None) -> None:
+    """Make a code cell's stored outputs renderable offline (in place).
+
+    ``final_state``: the html id its live widgets' notes link to, or ``{widget kind: html id}``."""
     outputs = []
     for out in cell.get("outputs", []):
         data = out.get("data")
@@ -264,7 +293,8 @@ def convert_outputs(cell, stem: str, counter: list[int], final_state: str | None
         data = dict(data)
         plain = _text(data.get("text/plain", ""))
         if WIDGET in data:
-            data = {"text/html": widget_note(plain, final_state), "text/plain": plain}
+            target = final_state.get(widget_kind(plain)) if isinstance(final_state, dict) else final_state
+            data = {"text/html": widget_note(plain, target), "text/plain": plain}
         elif PLOTLY in data:
             counter[0] += 1
             fallback = _text(data.get("text/html", ""))
@@ -387,13 +417,7 @@ def stage_lesson(page: Page, stage: Path, root: Path = ROOT) -> int:
     stem = page.path.stem
     linker = Linker(page.path, stage, root)
     cells, counter = [], [0]
-    final_target = None
-    for i, cell in enumerate(nb.cells):
-        if cell.cell_type == "code" and any("Final state of" in _text(o.get("data", {}).get("text/plain", ""))
-                                            for o in cell.get("outputs", [])):
-            final_target = label(stem, "final-state")
-            break
-    seen_final = False
+    finals = final_targets(nb, stem)
     for i, cell in enumerate(nb.cells):
         cell = copy.deepcopy(cell)
         if cell.cell_type == "markdown":
@@ -406,14 +430,11 @@ def stage_lesson(page: Page, stage: Path, root: Path = ROOT) -> int:
             cells.append(cell)
             continue
         targets = [label(stem, t) for t in cell.metadata.get("tags", []) if t.startswith("evidence:")]
-        is_final = final_target and not seen_final and any(
-            "Final state of" in _text(o.get("data", {}).get("text/plain", "")) for o in cell.get("outputs", []))
-        if is_final:
-            targets.append(final_target)
-            seen_final = True
+        if i in finals["targets"]:
+            targets.append(finals["targets"][i])
         if targets:
             cells.append(md_cell("\n".join(f"({t})=" for t in targets)))
-        convert_outputs(cell, stem, counter, html_id(final_target) if final_target else None)
+        convert_outputs(cell, stem, counter, {kind: html_id(t) for kind, t in finals["links"].get(i, {}).items()})
         cells.append(cell)
         call = quiz_call(cell.source)
         if call is not None and any(WIDGET in o.get("data", {}) for o in nb.cells[i].get("outputs", [])):
@@ -424,6 +445,28 @@ def stage_lesson(page: Page, stage: Path, root: Path = ROOT) -> int:
     nb.cells = cells
     _write(nb, stage / f"{page.docname}.ipynb")
     return counter[0]
+
+
+def final_targets(nb, stem: str) -> dict:
+    """Where each live widget's final state is: ``{"targets": {cell index: target name}, "links":
+    {cell index: {widget kind: target name}}}``. A widget's final state is the first output at or
+    after its cell that shows the final state of that kind of widget; the first such output of a
+    kind is named ``final-state`` (live views) or ``final-values`` (live plots), later ones get -2, -3..."""
+    names = {"celerylab live view": "final-state", "celerylab live metrics plot": "final-values"}
+    finals, seen = {}, {}
+    for i, cell in enumerate(nb.cells):
+        kind = final_kind(cell.get("outputs", [])) if cell.cell_type == "code" else None
+        if kind:
+            seen[kind] = seen.get(kind, 0) + 1
+            finals[i] = (kind, label(stem, names[kind] + (f"-{seen[kind]}" if seen[kind] > 1 else "")))
+    links = {}
+    for i, cell in enumerate(nb.cells):
+        for o in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            kind = widget_kind(_text(o.get("data", {}).get("text/plain", ""))) if WIDGET in o.get("data", {}) else None
+            target = next((t for j, (k, t) in sorted(finals.items()) if j >= i and k == kind), None) if kind else None
+            if target:
+                links.setdefault(i, {})[kind] = target
+    return {"targets": {i: t for i, (_, t) in finals.items()}, "links": links}
 
 
 HINT_CELL = re.compile(r"^\s*#\s*(q\d+)\.(?:hint|solution)\(", re.MULTILINE)

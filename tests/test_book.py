@@ -116,6 +116,65 @@ def test_live_widgets_become_notes_pointing_at_the_final_state_and_iframes_to_se
     assert third["text"] == "kept\n"
 
 
+def _widget(text):
+    return nbformat.v4.new_output("display_data", data={
+        book.WIDGET: {"model_id": "m", "version_major": 2, "version_minor": 0}, "text/plain": text})
+
+
+def _final(text):
+    return nbformat.v4.new_output("display_data", data={book.PLOTLY: {"data": [], "layout": {}}, "text/plain": text})
+
+
+def test_each_live_widget_links_to_the_next_chart_of_its_own_final_state():
+    code = nbformat.v4.new_code_cell
+    cells = [code("plot"), code("view"), code("plot.stop(show_final=True)"), code("view.stop(show_final=True)"),
+             code("plot2"), code("quiz.show()")]
+    cells[0].outputs = [_widget("celerylab live metrics plot (a widget: shown while the kernel runs)")]
+    cells[1].outputs = [_widget("celerylab live view (widgets: shown while the kernel runs)")]
+    cells[2].outputs = [_final("Final values of the live metrics plot 'Live metrics': sent 3")]
+    cells[3].outputs = [_final("Final state of 'x': 3 tasks")]
+    cells[4].outputs = [_widget("celerylab live metrics plot (a widget: shown while the kernel runs)")]  # never stopped
+    cells[5].outputs = [_widget("quiz: 2 questions")]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    finals = book.final_targets(nb, "07_x")
+    assert finals["targets"] == {2: "cell-07_x-final-values", 3: "cell-07_x-final-state"}
+    assert finals["links"] == {0: {"celerylab live metrics plot": "cell-07_x-final-values"},
+                               1: {"celerylab live view": "cell-07_x-final-state"}}
+    assert '<a href="#' not in book.widget_note(cells[4].outputs[0]["data"]["text/plain"], None)
+
+
+def test_every_live_widget_of_the_course_is_followed_by_a_chart_of_its_final_state():
+    """A stored notebook keeps no picture of a widget: each live view / live plot a lesson shows must be
+    followed by the static chart of its final state (the book links the widget's note to it)."""
+    missing, widgets = [], 0
+    for page in book.lessons():
+        nb = nbformat.read(page.path, as_version=4)
+        links = book.final_targets(nb, page.path.stem)["links"]
+        for i, cell in enumerate(nb.cells):
+            for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+                kind = book.widget_kind(book._text(out.get("data", {}).get("text/plain", "")))
+                if book.WIDGET in out.get("data", {}) and kind:
+                    widgets += 1
+                    if kind not in links.get(i, {}):
+                        missing.append(f"{page.path.name} cell {i}: {kind} with no final-state chart after it")
+    assert widgets >= 10           # the course's live views and live plot; else this test checks nothing
+    assert missing == []
+
+
+def test_the_live_metrics_plot_of_lesson_07_links_to_its_final_values(tmp_path):
+    page = next(p for p in book.lessons() if p.path.name.startswith("07_"))
+    charts = book.stage_lesson(page, tmp_path)
+    nb = nbformat.read(tmp_path / f"{page.docname}.ipynb", as_version=4)
+    assert charts >= 1
+    notes = [o["data"]["text/html"] for c in nb.cells for o in c.get("outputs", [])
+             if "Live metrics plot" in str(o.get("data", {}).get("text/html", ""))]
+    assert len(notes) == 1 and 'href="#cell-07-monitoring-final-values"' in notes[0]
+    at = next(i for i, c in enumerate(nb.cells) if c.source == "(cell-07_monitoring-final-values)=")
+    final = nb.cells[at + 1]
+    assert final.source.startswith("burst = ") and "plot.stop(show_final=True)" in final.source
+    assert any("Plotly.newPlot" in str(o.get("data", {}).get("text/html", "")) for o in final.outputs)
+
+
 def test_a_lesson_page_says_how_to_run_it_and_targets_its_evidence_cells(tmp_path):
     page = next(p for p in book.lessons() if p.path.name.startswith("01_"))
     charts = book.stage_lesson(page, tmp_path)
@@ -234,6 +293,9 @@ def test_every_page_opens_offline_with_working_links_and_its_charts(served, chro
     expected_charts = {f"{p.docname}.html": book.count_plotly_outputs(nbformat.read(p.path, as_version=4))
                        for p in lessons}
     assert sum(expected_charts.values()) >= 5       # the course has charts; else this test checks nothing
+    # lessons with a live widget show at least the chart of its final state (a notebook that lost it fails)
+    for rel, least in FINAL_STATE_CHARTS.items():
+        assert expected_charts.get(rel, 0) >= least, f"{rel}: {expected_charts.get(rel)} charts, want >= {least}"
 
     problems, blocked, charts = [], [], {}
     with sync_playwright() as pw:
@@ -270,6 +332,8 @@ def test_every_page_opens_offline_with_working_links_and_its_charts(served, chro
                     except Exception:    # counted and reported below
                         pass
                 charts[rel] = page.locator("div.plotly-graph-div.js-plotly-plot").count()
+                if rel in expected_charts:
+                    problems += _check_widget_notes(page, rel)
                 links = page.eval_on_selector_all(
                     "a[href], link[href], script[src], img[src], iframe[src]",
                     "els => els.map(e => e.href || e.src)")
@@ -298,6 +362,38 @@ def test_every_page_opens_offline_with_working_links_and_its_charts(served, chro
     assert blocked == [], f"requests to other hosts: {blocked[:10]}"
     assert problems == [], "\n".join(problems[:40])
     assert charts["index.html"] == 0 and "_static/plotly.min.js" not in (site / "index.html").read_text()
+
+
+#: lesson pages with a live view or live plot -> the least number of charts: each widget's final state
+FINAL_STATE_CHARTS = {f"notebooks/{stem}.html": 1 for stem in (
+    "01_architecture", "02_serialization", "03_scheduling", "04_priority_routing", "05_retries", "06_dead_letter",
+    "07_monitoring", "08_production", "10_workflows", "11_testing")}
+
+_NOTES_JS = """() => Array.from(document.querySelectorAll('.book-output-note')).map(note => {
+    const title = (note.querySelector('.admonition-title') || {}).textContent || '';
+    const targets = Array.from(note.querySelectorAll('a[href^="#"]')).map(a => {
+        const id = decodeURIComponent(a.getAttribute('href').slice(1));
+        const el = document.getElementById(id);
+        return {id, exists: !!el, cell: !!el && el.classList.contains('cell'),
+                charts: el ? el.querySelectorAll('div.plotly-graph-div.js-plotly-plot').length : 0};
+    });
+    return {title, targets};
+})"""
+
+
+def _check_widget_notes(page, rel: str) -> list[str]:
+    """Every live-widget note links to a cell of this page that draws a chart (its final state)."""
+    problems = []
+    for note in page.evaluate(_NOTES_JS):
+        if note["title"] not in ("Live view", "Live metrics plot"):
+            continue
+        if len(note["targets"]) != 1:
+            problems.append(f"{rel}: a '{note['title']}' note with {len(note['targets'])} links to its final state")
+        for t in note["targets"]:
+            if not (t["exists"] and t["cell"] and t["charts"] >= 1):
+                problems.append(f"{rel}: '{note['title']}' note links to #{t['id']}: exists={t['exists']}, "
+                                f"a cell={t['cell']}, charts drawn in it={t['charts']}")
+    return problems
 
 
 def _check_internal(url: str, base: str, site: Path, page: str) -> list[str]:
