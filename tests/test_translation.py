@@ -166,3 +166,10 @@ def test_a_translated_lab_gets_the_same_verdicts_as_the_english_one(tmp_path, mo
         if len(expected) > 1:
             assert expected[1] in outcome.message, (label, outcome.message)
     assert {e.status for e in results[str(blank.resolve())].exercises.values()} == {"not attempted"}
+
+
+def test_a_comment_kept_as_is_stays_byte_for_byte():
+    """The lab generator finds `### BEGIN SOLUTION`: a marker copied unchanged must not become `# ## ...`."""
+    source = "def add(x, y):\n    ### BEGIN SOLUTION\n    return x + y  # the sum\n    ### END SOLUTION\n"
+    out = edition.translate_comments(source, lambda text: {"the sum": "求和"}.get(text, text))
+    assert out == "def add(x, y):\n    ### BEGIN SOLUTION\n    return x + y  # 求和\n    ### END SOLUTION\n"

@@ -43,8 +43,8 @@ def translate_comments(source: str, lookup) -> str:
     lines = source.splitlines(keepends=True)
     for row, col, text in reversed(found):
         translation = lookup(text)
-        if translation is None:
-            continue
+        if translation is None or translation == text:
+            continue  # untranslated, or kept as is (a tag like ### BEGIN SOLUTION): the line stays byte for byte
         line = lines[row - 1]
         ending = line[len(line.rstrip("\r\n")):]
         lines[row - 1] = f"{line[:col]}# {translation}{ending}"
