@@ -131,6 +131,13 @@ def test_the_edition_builds_with_labs_that_grade_against_its_own_solutions(monke
     assert master_path(lab, labs[0].stem) == catalogs.repo_root() / origin
     assert origin == f"zh/solutions/{labs[0].name}"
     assert len(built.written) == len(catalogs.sources()) + len(labs)
+    for path in labs:   # a translated lab is the English lab's code: no answer left in, no blank lost
+        zh, en = nbformat.read(path, as_version=4), nbformat.read(catalogs.repo_root() / "labs" / path.name, as_version=4)
+        assert [c.id for c in zh.cells] == [c.id for c in en.cells], path.name
+        for a, b in zip(zh.cells, en.cells):
+            if a.cell_type == "code":
+                assert _code_without_comments(a.source) == _code_without_comments(b.source), (path.name, a.id)
+                assert a.outputs == [] and b.outputs == []
 
 
 @pytest.mark.slow
@@ -173,3 +180,42 @@ def test_a_comment_kept_as_is_stays_byte_for_byte():
     source = "def add(x, y):\n    ### BEGIN SOLUTION\n    return x + y  # the sum\n    ### END SOLUTION\n"
     out = edition.translate_comments(source, lambda text: {"the sum": "求和"}.get(text, text))
     assert out == "def add(x, y):\n    ### BEGIN SOLUTION\n    return x + y  # 求和\n    ### END SOLUTION\n"
+
+
+def _structure(markdown: str):
+    """What a translation must keep: code spans and blocks verbatim, the count of each element."""
+    from collections import Counter
+
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark").enable("table")
+    counts, code = Counter(), Counter()
+    for token in md.parse(markdown):
+        for t in [token, *(token.children or [])]:
+            if t.nesting == 1 or t.type in ("code_inline", "fence", "code_block", "image", "hr"):
+                counts[t.tag or t.type] += 1
+            if t.type in ("code_inline", "fence", "code_block"):
+                code[" ".join(t.content.split())] += 1
+            if t.type == "link_open":
+                code["link:" + t.attrs.get("href", "")] += 1
+    return counts, code
+
+
+def test_every_translated_markdown_cell_keeps_its_code_links_and_markup():
+    """Rendered as CommonMark: the same code spans, code blocks and link targets, and as many
+    headings, list items, table cells, bold and italic runs as the English (a bold label ending in
+    full-width punctuation, for one, silently stops being bold)."""
+    problems = []
+    for source in catalogs.sources():
+        path = catalogs.catalog_path(source, LANG)
+        if not path.exists():
+            continue
+        for message in catalogs.read(path, LANG):
+            if not message.id or message.context.endswith(catalogs.COMMENT_CONTEXT) or not catalogs.translated(message):
+                continue
+            (en_counts, en_code), (zh_counts, zh_code) = _structure(message.id), _structure(message.string)
+            if en_code != zh_code or en_counts != zh_counts:
+                diff = {k: (en_counts[k], zh_counts[k]) for k in en_counts | zh_counts if en_counts[k] != zh_counts[k]}
+                lost = list((en_code - zh_code).elements())[:2]
+                problems.append(f"{path.relative_to(catalogs.repo_root())} {message.context}: {diff} {lost}")
+    assert not problems, f"{len(problems)} cells differ:\n" + "\n".join(problems)
