@@ -83,8 +83,9 @@ test-brokers: install sysdeps-brokers
 	cat tests/sanitize.cfg tests/sanitize_brokers.cfg > $(BROKERS_SANITIZE)
 	$(PY) -m celerylab.servers redis -- $(PYTEST) -q $(NBVAL_BROKERS) notebooks solutions
 	$(PY) -m celerylab.servers rabbitmq --results redis -- $(PYTEST) -q $(NBVAL_BROKERS) notebooks solutions
-	@# a class of 4 learners at once on one redis-server, then one rabbitmq-server (docs/classroom.md)
-	CELERYLAB_LOAD_TEST=1 $(PYTEST) -q tests/test_classroom_load.py
+	@# a class of 4 learners at once on one redis-server, then one rabbitmq-server (docs/classroom.md);
+	@# lessons 05, 06 and 08 under nbval by two learners at once with the class's Redis users
+	CELERYLAB_LOAD_TEST=1 $(PYTEST) -q tests/test_classroom_load.py tests/test_learner_keys.py
 
 ## The class load test in full: 10, 20 and 30 learners on each broker (about 15 minutes on 2 cores);
 ## results appended to docs/classroom-bench.json, plot in docs/classroom-bench.svg.
