@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import time
@@ -27,7 +28,8 @@ from celerylab import classroom
 from celerylab.errors import CeleryLabError
 from celerylab.ports import free_port, port_in_use
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::celery.exceptions.DuplicateTaskNameWarning")]
+pytestmark = [pytest.mark.slow, pytest.mark.redis_server,
+              pytest.mark.filterwarnings("ignore::celery.exceptions.DuplicateTaskNameWarning")]
 
 LEARNERS = ("alice", "bob")
 
@@ -54,6 +56,21 @@ def klass(redis_server_bin, tmp_path_factory):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def denials(admin) -> list[dict]:
+    """The ACL log's denials, but kombu's: a control reply's key it does not prefix (docs/classroom.md)."""
+    return [e for e in admin.acl_log(count=1000)
+            if not str(e["object"]).split("\x06")[0].endswith(".reply.celery.pidbox")]
+
+
+@pytest.fixture(autouse=True)
+def nothing_denied(klass):
+    """Every test: no command of either learner denied (also those swallowed in a background thread)."""
+    _, admin = klass
+    admin.acl_log_reset()
+    yield
+    assert not denials(admin), denials(admin)[:5]
 
 
 @pytest.fixture
@@ -271,3 +288,38 @@ def test_lab_checks_05_06_08_as_two_learners(klass, become, monkeypatch, capsys)
     assert admin.lrange("bob:l08:notes:bob-was-here", 0, -1)
     assert keys_of(admin, "alice", "l08:notes:lab08-")  # the check's notes are alice's
     assert_only_prefixed_keys(admin)
+
+
+NOTEBOOKS = ("notebooks/05_retries.ipynb", "notebooks/06_dead_letter.ipynb", "notebooks/08_production.ipynb")
+
+
+@pytest.mark.skipif(not os.environ.get("CELERYLAB_LOAD_TEST"),
+                    reason="runs in `make test-brokers` (CELERYLAB_LOAD_TEST=1): two nbval runs at once, about 2 minutes")
+def test_lessons_05_06_08_under_nbval_as_two_learners_at_once(klass, tmp_path):
+    """The notebooks themselves, top to bottom with their stored outputs, by alice and bob at the
+    same time with the class's users: both pass, and nothing lands outside their prefixes."""
+    from pathlib import Path
+
+    urls, admin = klass
+    root = Path(__file__).resolve().parent.parent
+    sanitize = tmp_path / "sanitize.cfg"
+    sanitize.write_text((root / "tests/sanitize.cfg").read_text() + "\n" + (root / "tests/sanitize_brokers.cfg").read_text())
+    runs = {}
+    for name in LEARNERS:
+        env = {**os.environ, "CELERYLAB_BROKER_URL": urls[name], "CELERYLAB_LEARNER": name}
+        env.pop("CELERYLAB_RESULT_BACKEND", None)
+        log = open(tmp_path / f"{name}.log", "w")
+        runs[name] = (subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",
+                                        "--nbval-current-env", "--nbval-sanitize-with", str(sanitize), *NOTEBOOKS],
+                                       cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True), log)
+    try:
+        for name, (proc, log) in runs.items():
+            proc.wait(900)
+            log.close()
+            assert proc.returncode == 0, (tmp_path / f"{name}.log").read_text()[-4000:]
+    finally:
+        for proc, log in runs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+                proc.wait(10)
+    assert_only_prefixed_keys(admin)  # and the ACL log: nothing_denied
