@@ -128,6 +128,7 @@ def test_the_learner_client_prefixes_every_key_and_refuses_keyspace_scans(klass,
     assert r.brpop(["t:list"], timeout=1) == ("t:list", "b")         # the key comes back unprefixed
     assert r.lmove("t:list", "t:moved") == "a" and r.lrange("t:moved", 0, -1) == ["a"]
     assert keys_of(admin, "alice", "t:") == {"t:set", "t:hash", "t:claim", "t:moved"}
+    assert admin.exists(kit_broker.learner_key("t:claim")) and kit_broker.learner_key("t:claim") == "alice:t:claim"
     for scan in (lambda: r.keys("*"), lambda: list(r.scan_iter()), lambda: r.flushdb()):
         with pytest.raises(CeleryLabError, match="every learner's keys"):
             scan()
@@ -136,6 +137,7 @@ def test_the_learner_client_prefixes_every_key_and_refuses_keyspace_scans(klass,
     r.close()
     # without a learner: a plain client, keys as given
     monkeypatch.delenv("CELERYLAB_LEARNER")
+    assert kit_broker.learner_key("t:claim") == "t:claim"
     assert type(kit_broker.redis_client(urls["alice"])) is redis.Redis
 
 
