@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     catalog = catalogs.read(path, args.lang)
     if args.command == "export":
         rows = [{"context": m.context, "english": m.id, "translation": m.string, "stale": m.fuzzy,
-                 **({"previous_english": m.previous_id[0]} if m.fuzzy and m.previous_id else {})}
+                 **({"previous_english": catalogs.previous_english(m)} if m.fuzzy and catalogs.previous_english(m) else {})}
                 for m in catalog if m.id]
         json.dump(rows, sys.stdout, ensure_ascii=False, indent=1)
         print()
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
         if row.get("translation"):
             message.string = row["translation"]
             message.flags.discard("fuzzy")
-            message.previous_id = []
+            message.user_comments = []
     catalogs.write(catalog, path)
     print(f"{path.relative_to(catalogs.repo_root())}: {len(rows) - unknown} entries read"
           + (f", {unknown} not in the catalog (the English changed: run update, then export again)" if unknown else ""))

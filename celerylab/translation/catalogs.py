@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import json
 import tokenize
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,6 +30,9 @@ FOLDERS = ("notebooks", "solutions")
 #: the notebooks that are generated from other sources, not translated cell by cell
 GENERATED = {"notebooks/09_interview_prep.ipynb"}
 COMMENT_CONTEXT = "#comment"
+#: the first translator-comment line of a stale entry; the next holds the English it was
+#: translated from, as one JSON string
+PREVIOUS = "English before the change:"
 
 
 def repo_root() -> Path:
@@ -149,7 +153,7 @@ def update(source: Path, lang: str) -> Catalog:
                 message.string = same.string
                 if same.fuzzy:
                     message.flags.add("fuzzy")
-                    message.previous_id = same.previous_id
+                    message.user_comments = list(same.user_comments)
                 continue
             candidates = [m for m in by_context.get(message.context, []) if m.string]
             if not candidates:
@@ -157,9 +161,19 @@ def update(source: Path, lang: str) -> Catalog:
             closest = max(candidates, key=lambda m: difflib.SequenceMatcher(None, m.id, message.id).ratio())
             message.string = closest.string
             message.flags.add("fuzzy")
-            message.previous_id = [closest.id]
+            # the English the translation was made from, for the translator (Babel's reader drops
+            # gettext's "#| msgid" lines, so it goes in translator comments)
+            message.user_comments = [PREVIOUS, json.dumps(closest.id, ensure_ascii=False)]
     write(catalog, path)
     return catalog
+
+
+def previous_english(message) -> str | None:
+    """The English a stale entry's translation was made from (kept by :func:`update`)."""
+    comments = list(message.user_comments or [])
+    if comments and comments[0] == PREVIOUS:
+        return json.loads(comments[1]) if len(comments) > 1 else ""
+    return None
 
 
 def translated(message) -> bool:
