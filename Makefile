@@ -121,12 +121,13 @@ clean:
 	rm -rf $(VENV) build *.egg-info
 
 ## 简体中文 edition (issue 18): zh/notebooks, zh/solutions, zh/labs from the English notebooks and the
-## catalogs in locale/zh_CN (python -m celerylab.translation; entries still untranslated or stale stay
-## English and are counted). After editing an English notebook: `make zh-update` marks what changed.
+## catalogs in locale/zh_CN (python -m celerylab.translation). It fails while an entry is untranslated
+## or stale: after editing an English notebook, `make zh-update` marks what changed (fuzzy, the old
+## translation kept), then translate those entries (`python -m celerylab.translation export|import`).
 .PHONY: zh zh-update
 zh: install
-	$(PY) -m celerylab.translation build
-	$(PY) -m celerylab.translation coverage
+	$(PY) -m celerylab.translation coverage --min 100
+	$(PY) -m celerylab.translation build --strict
 
 zh-update: install
 	$(PY) -m celerylab.translation update

@@ -107,6 +107,13 @@ def test_catalogs_are_current_with_the_english():
     assert not missing, f"{len(missing)} entries missing (make zh-update), e.g. {missing[:3]}"
 
 
+def test_every_lesson_and_solution_is_fully_translated():
+    """`make zh` refuses to build with an untranslated or stale entry; so does this test."""
+    low = [f"{c.path.relative_to(catalogs.repo_root())}: {c.done}/{c.total} ({c.stale} stale)"
+           for c in (catalogs.coverage(s, LANG) for s in catalogs.sources()) if c.done < c.total]
+    assert not low, "translate these (python -m celerylab.translation export/import): " + "; ".join(low)
+
+
 def test_every_edition_notebook_keeps_the_english_code_ids_tags_and_outputs():
     report = edition.Built()
     for source in catalogs.sources():
