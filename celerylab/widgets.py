@@ -273,19 +273,26 @@ class TimelineView:
             fig.layout.height = min(160 + 26 * max(len(order), 1), 640)
 
     def final_counts(self) -> dict[str, dict[str, int]]:
-        """``{task name: {outcome: runs}}``: the chart's bars counted. Counts only (no times, ids,
-        slots: which thread ran a task varies from run to run), so the same run gives the same numbers."""
-        with self.watcher.state.lock:
-            runs = [(r.name or "unknown", r.outcome) for r in self.watcher.state.runs]
+        """``{task name: {outcome: runs}}``: the chart's bars counted, each run by the event that
+        ended it (task-succeeded, -retried, -failed, -revoked, -rejected; "running": started, not
+        ended). Counted from the events, not from the bars: which bar an event closes depends on
+        the order events of concurrent runs arrive in, their number does not. No times, ids or slots."""
+        state = self.watcher.state
+        ends = {f"task-{o}": o for o in _OUTCOMES if o != "running"}
         out: dict[str, dict[str, int]] = {}
-        for name, outcome in runs:
+        with state.lock:
+            names = {uid: t.name for uid, t in state.tasks.items()}
+            pairs = [(names.get(r.uuid) or r.name or "unknown", ends[r.type]) for r in state.timeline if r.type in ends]
+            pairs += [(t.name or "unknown", "running") for t in state.tasks.values() if t.state == "started"]
+        for name, outcome in pairs:
             per = out.setdefault(name, {})
             per[outcome] = per.get(outcome, 0) + 1
         return {name: {o: out[name][o] for o in _OUTCOMES if o in out[name]} for name in sorted(out)}
 
     def final_figure(self, title: str = ""):
         """The final state of the timeline as a plain ``go.Figure``: per task name, its runs by outcome
-        (a retried run is one bar that ended in a retry). The bars' times are drawn live only."""
+        (a retried run is one bar that ended in a retry; a task revoked before it ran, a mark). The
+        bars' times are drawn live only."""
         import plotly.graph_objects as go
 
         counts = self.final_counts()
@@ -301,7 +308,7 @@ class TimelineView:
             fig.add_annotation(text="no task ran", showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
             fig.update_xaxes(visible=False)
             fig.update_yaxes(visible=False)
-        fig.update_layout(title=(title or "Task runs") + " by outcome (the timeline's bars counted; their times are live only)",
+        fig.update_layout(title=(title or "Task runs") + " by outcome (the timeline's bars and marks counted; their times are live only)",
                           barmode="stack", height=140 + 30 * max(len(names), 1),
                           margin=dict(l=160, r=20, t=60, b=40), legend=dict(orientation="h", y=-0.25),
                           xaxis=dict(title="runs", rangemode="tozero"),
