@@ -132,6 +132,11 @@ zh: install
 zh-update: install
 	$(PY) -m celerylab.translation update
 
+## The Chinese lessons and solutions under nbval, as the English ones (CI runs it after make test).
+.PHONY: test-zh
+test-zh: zh sysdeps
+	$(PYTEST) -q $(NBVAL) zh/notebooks zh/solutions
+
 ## Labs: generate labs/ from solutions/ (answers blanked, shipped unrun; the grader puts the master's check cells back).
 ## `make labs EXECUTE=1` re-runs the solution notebooks first.
 .PHONY: labs grade
