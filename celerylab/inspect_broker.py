@@ -17,6 +17,11 @@ serialized with the task's serializer (json, msgpack, pickle...) and then base64
 
 Peeking never removes anything, and never unpickles: a pickle body is only decoded when you
 say so with ``payload(accept=...)`` (unpickling runs code: lesson 02).
+
+In a class (``CELERYLAB_LEARNER=alice``) every name here is the learner's own: :func:`redis_client`
+puts ``alice:`` in front of every key (``ib.redis_client().delete("l02_peek")`` deletes
+``alice:l02_peek``, the list alice's Celery apps use), so the names this module gives and takes
+(:func:`band_lists`, :func:`result_key`) carry no prefix.
 """
 from __future__ import annotations
 
@@ -70,14 +75,18 @@ def create_redis_app(name: str, **conf):
 
 
 def redis_client(url: str | None = None):
-    """A redis-py client on the kit's broker (or ``url``); on RabbitMQ, on :func:`redis_url`."""
-    import redis
+    """A redis-py client on the kit's broker (or ``url``); on RabbitMQ, on :func:`redis_url`.
+
+    In a class it puts the learner's prefix in front of every key (:func:`celerylab.broker.redis_client`),
+    the keys the learner's Celery apps use and the learner's Redis user may touch.
+    """
+    from .broker import redis_client as learner_client
 
     if url is None:
         url = redis_url()
     if not url.startswith(("redis://", "rediss://")):
         raise ValueError(f"inspect_broker reads Redis lists; the broker is {url.split(':', 1)[0]}://")
-    return redis.Redis.from_url(url)
+    return learner_client(url)
 
 
 def _client(client):
@@ -85,10 +94,11 @@ def _client(client):
 
 
 def band_lists(queue: str = "celery", steps=PRIORITY_STEPS) -> list[str]:
-    """The Redis lists behind one queue, highest priority first: ``celery``, ``celery\\x06\\x163``..."""
-    from .broker import learner_prefix
+    """The Redis lists behind one queue, highest priority first: ``celery``, ``celery\\x06\\x163``...
 
-    return [learner_prefix() + band_key(queue, band) for band in sorted(steps)]
+    Named as :func:`redis_client` names them: in a class, without the learner's prefix (the client adds it).
+    """
+    return [band_key(queue, band) for band in sorted(steps)]
 
 
 def queue_length(queue: str = "celery", client=None) -> int:
@@ -228,10 +238,9 @@ def peek(queue: str = "celery", client=None) -> list[BrokerMessage]:
 
 
 def result_key(task_id: str) -> str:
-    """The Redis key of a task's result: ``celery-task-meta-<id>``."""
-    from .broker import learner_prefix
-
-    return f"{learner_prefix()}{RESULT_KEY_PREFIX}{task_id}"
+    """The Redis key of a task's result: ``celery-task-meta-<id>`` (as :func:`redis_client` names it:
+    in a class the key in Redis is ``alice:celery-task-meta-<id>``)."""
+    return f"{RESULT_KEY_PREFIX}{task_id}"
 
 
 def stored_result(task_id: str, client=None) -> dict | None:

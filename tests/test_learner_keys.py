@@ -141,6 +141,43 @@ def test_the_learner_client_prefixes_every_key_and_refuses_keyspace_scans(klass,
     assert type(kit_broker.redis_client(urls["alice"])) is redis.Redis
 
 
+def test_inspect_broker_reads_and_deletes_the_learners_own_keys(klass, become):
+    """Lessons 01, 02 and 04 read queues and results with celerylab.inspect_broker and delete
+    their demo queues with ``ib.redis_client()``: in a class each name is the learner's own, the
+    prefix added once (band_lists and result_key name keys as the learner's client does)."""
+    from celerylab import inspect_broker as ib
+
+    _, admin = klass
+    sent = {}
+    for name in LEARNERS:
+        become(name)
+        app = celerylab.create_app(f"ib-{name}")
+        try:
+            assert ib.band_lists("ib_peek")[:2] == ["ib_peek", "ib_peek\x06\x163"]
+            r = ib.redis_client()
+            r.delete(*ib.band_lists("ib_peek"))
+            sent[name] = [app.send_task("ib.nothing", args=(name, p), queue="ib_peek", priority=p).id for p in (5, 0)]
+            assert ib.queue_length("ib_peek") == 2 and ib.key_type("ib_peek") == "list"
+            assert [(m.id, m.args) for m in ib.peek("ib_peek")] == [(sent[name][1], [name, 0]),
+                                                                   (sent[name][0], [name, 5])]  # band 0 first
+            app.backend.store_result(sent[name][0], f"{name}'s", "SUCCESS")
+            assert ib.stored_result(sent[name][0])["result"] == f"{name}'s"
+            assert ib.key_type(ib.result_key(sent[name][0])) == "string" and ib.result_ttl(sent[name][0]) > 0
+            r.close()
+        finally:
+            app.close()
+    for name in LEARNERS:
+        assert {k for k in keys_of(admin, name, "ib_peek") if k.startswith("ib_peek")} == {"ib_peek", "ib_peek\x06\x163"}
+        assert admin.exists(f"{name}:celery-task-meta-{sent[name][0]}")
+    assert_only_prefixed_keys(admin)
+    become("alice")  # the lessons' tidy-up: ib.redis_client().delete(queue) removes alice's list only
+    assert ib.redis_client().delete(*ib.band_lists("ib_peek")) == 2
+    assert ib.stored_result(sent["bob"][0]) is None  # bob's result is not alice's to read
+    assert admin.llen("alice:ib_peek") == 0 and admin.llen("bob:ib_peek") == 1
+    become("bob")
+    assert ib.redis_client().delete(*ib.band_lists("ib_peek")) == 2
+
+
 def run_lesson_05(monkeypatch, name: str) -> list[str]:
     l05 = lesson_module(monkeypatch, "l05_retries")
     with celerylab.run_worker(l05.app, concurrency=4, hostname=f"{name}@class"):
@@ -293,6 +330,10 @@ def test_lab_checks_05_06_08_as_two_learners(klass, become, monkeypatch, capsys)
 
 
 NOTEBOOKS = ("notebooks/05_retries.ipynb", "notebooks/06_dead_letter.ipynb", "notebooks/08_production.ipynb")
+#: Lessons 01, 02 and 04 tidy up (or signal a worker process) through inspect_broker's client; lab 01's answer
+#: reads a queue with the learner's client.
+NOTEBOOKS_INSPECT = ("notebooks/01_architecture.ipynb", "notebooks/02_serialization.ipynb",
+                     "notebooks/04_priority_routing.ipynb", "solutions/01_architecture.ipynb")
 
 
 @pytest.mark.skipif(not os.environ.get("CELERYLAB_LOAD_TEST"),
@@ -300,6 +341,17 @@ NOTEBOOKS = ("notebooks/05_retries.ipynb", "notebooks/06_dead_letter.ipynb", "no
 def test_lessons_05_06_08_under_nbval_as_two_learners_at_once(klass, tmp_path):
     """The notebooks themselves, top to bottom with their stored outputs, by alice and bob at the
     same time with the class's users: both pass, and nothing lands outside their prefixes."""
+    nbval_as_two_learners(klass, tmp_path, NOTEBOOKS)
+
+
+@pytest.mark.skipif(not os.environ.get("CELERYLAB_LOAD_TEST"),
+                    reason="runs in `make test-brokers` (CELERYLAB_LOAD_TEST=1): two nbval runs at once, about 3 minutes")
+def test_lessons_01_02_04_and_lab_01_under_nbval_as_two_learners_at_once(klass, tmp_path):
+    """Lessons 01, 02, 04 and lab 01's answer, by alice and bob at the same time with the class's users."""
+    nbval_as_two_learners(klass, tmp_path, NOTEBOOKS_INSPECT)
+
+
+def nbval_as_two_learners(klass, tmp_path, notebooks) -> None:
     from pathlib import Path
 
     urls, admin = klass
@@ -308,11 +360,12 @@ def test_lessons_05_06_08_under_nbval_as_two_learners_at_once(klass, tmp_path):
     sanitize.write_text((root / "tests/sanitize.cfg").read_text() + "\n" + (root / "tests/sanitize_brokers.cfg").read_text())
     runs = {}
     for name in LEARNERS:
-        env = {**os.environ, "CELERYLAB_BROKER_URL": urls[name], "CELERYLAB_LEARNER": name}
+        env = {**os.environ, "CELERYLAB_BROKER_URL": urls[name], "CELERYLAB_LEARNER": name,
+               "CELERYLAB_LOG_DIR": str(tmp_path / f"logs-{name}")}  # each learner's own home: worker logs apart
         env.pop("CELERYLAB_RESULT_BACKEND", None)
         log = open(tmp_path / f"{name}.log", "w")
         runs[name] = (subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",
-                                        "--nbval-current-env", "--nbval-sanitize-with", str(sanitize), *NOTEBOOKS],
+                                        "--nbval-current-env", "--nbval-sanitize-with", str(sanitize), *notebooks],
                                        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True), log)
     try:
         for name, (proc, log) in runs.items():

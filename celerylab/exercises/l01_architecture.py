@@ -27,7 +27,7 @@ from celerylab.states import FINAL, trace_states
 Q1_QUEUE = "lab01_waiting"
 
 
-def _redis(app):
+def _redis(app):  # in a class, the learner's prefix on every key (inspect_broker.redis_client)
     url = app.conf.broker_url or ""
     if not url.startswith(("redis://", "rediss://")):
         raise ExerciseIncorrect(f"this check reads the broker's Redis lists, but the broker is {url.split(':', 1)[0]!r}")
@@ -50,7 +50,7 @@ class OldestWaiting(BehaviourCheck):
     )
     solution_text = """
         def oldest_waiting(queue):
-            r = redis.Redis.from_url(app.conf.broker_url)
+            r = redis_client(app.conf.broker_url)     # in a class, your prefix on every key
             raw = r.lindex(queue, -1)                  # oldest: workers take from the right
             envelope = json.loads(raw)
             args, kwargs, embed = json.loads(base64.b64decode(envelope["body"]))

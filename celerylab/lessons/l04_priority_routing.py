@@ -219,12 +219,12 @@ def hol_proc(self, label, seconds):
     notes in Redis that it began (``l04:long-begun:<queue>``), then lasts until the kernel sets
     ``l04:b-up:<queue>`` (worker B is up), and ``seconds`` more.
     """
-    import redis
+    from celerylab.inspect_broker import redis_client
 
     started = time.time()
     queue = (self.request.delivery_info or {}).get("routing_key")
     if label == "long":
-        client = redis.Redis.from_url(self.app.conf.broker_url)
+        client = redis_client(self.app.conf.broker_url)  # in a class, the learner's prefix on every key
         client.set(f"l04:long-begun:{queue}", 1)
         deadline = time.monotonic() + 15
         while not client.exists(f"l04:b-up:{queue}") and time.monotonic() < deadline:
