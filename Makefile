@@ -84,7 +84,7 @@ test-brokers: install sysdeps-brokers
 	$(PY) -m celerylab.servers redis -- $(PYTEST) -q $(NBVAL_BROKERS) notebooks solutions
 	$(PY) -m celerylab.servers rabbitmq --results redis -- $(PYTEST) -q $(NBVAL_BROKERS) notebooks solutions
 	@# a class of 4 learners at once on one redis-server, then one rabbitmq-server (docs/classroom.md);
-	@# lessons 05, 06 and 08 under nbval by two learners at once with the class's Redis users
+	@# lessons 01, 02, 04, 05, 06, 08 and lab 01's answer under nbval by two learners at once with the class's Redis users
 	CELERYLAB_LOAD_TEST=1 $(PYTEST) -q tests/test_classroom_load.py tests/test_learner_keys.py
 
 ## The class load test in full: 10, 20 and 30 learners on each broker (about 15 minutes on 2 cores);
