@@ -245,9 +245,9 @@ def widget_note(text: str, final_state: str | None) -> str:
 
     ``final_state``: the html id of the output that shows the widget's final state (None: none)."""
     if text.startswith("celerylab live view"):
-        where = (f'Its final counts are shown <a href="#{final_state}">below</a>, in the static figure the '
-                 "lesson displays when it stops the view (the curves over time, the timeline's bars and the "
-                 "queue depths, are live only: their times vary from run to run)."
+        where = (f'Its final counts are shown <a href="#{final_state}">below</a>, in the static figures the '
+                 "lesson displays when it stops the view (counts only: the times of the timeline's bars and the "
+                 "queue-depth curves are live only, they vary from run to run)."
                  if final_state else "")
         return note_html("Live view", "In JupyterLab this cell shows the live view (task flow, timeline, "
                          "queue depth), redrawn from Celery's events while the cells run. A stored notebook "
