@@ -65,6 +65,16 @@ def test_update_keeps_translations_and_marks_changed_english_stale(repo):
     cov = catalogs.coverage(source, LANG)
     assert (cov.done, cov.stale, cov.total) == (2, 1, 3)
 
+    long_text = nb.cells[0].source + " A long line, longer than the 76 columns Babel wraps comments at."
+    nb.cells[0].source = long_text
+    nbformat.write(nb, source)
+    catalogs.update(source, LANG)
+    nb.cells[0].source = long_text + " Changed again."
+    nbformat.write(nb, source)
+    catalogs.update(source, LANG)
+    catalog = catalogs.read(catalogs.catalog_path(source, LANG), LANG)
+    assert catalogs.previous_english(catalog.get(nb.cells[0].source, context="cell0")) == long_text
+
     nb.cells = nb.cells[1:]                    # a cell removed: its entry goes
     nbformat.write(nb, source)
     catalog = catalogs.update(source, LANG)

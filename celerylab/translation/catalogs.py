@@ -163,7 +163,9 @@ def update(source: Path, lang: str) -> Catalog:
             message.flags.add("fuzzy")
             # the English the translation was made from, for the translator (Babel's reader drops
             # gettext's "#| msgid" lines, so it goes in translator comments)
-            message.user_comments = [PREVIOUS, json.dumps(closest.id, ensure_ascii=False)]
+            # one JSON string with no whitespace at all, so that Babel's comment wrapping (76 columns,
+            # at spaces) leaves it on one line; `export` shows it decoded, as previous_english
+            message.user_comments = [PREVIOUS, json.dumps(closest.id, ensure_ascii=False).replace(" ", "\\u0020")]
     write(catalog, path)
     return catalog
 
@@ -172,7 +174,10 @@ def previous_english(message) -> str | None:
     """The English a stale entry's translation was made from (kept by :func:`update`)."""
     comments = list(message.user_comments or [])
     if comments and comments[0] == PREVIOUS:
-        return json.loads(comments[1]) if len(comments) > 1 else ""
+        try:
+            return json.loads("".join(comments[1:]))
+        except ValueError:
+            return None
     return None
 
 
