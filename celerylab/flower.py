@@ -69,8 +69,24 @@ def _require_flower() -> None:
             "(or `make lab`, which installs everything the lessons use)")
 
 
-#: Started with ``python -c`` so the kit's parent watchdog runs inside Flower's process too.
-_BOOT = "import celerylab, sys; from celery.bin.celery import main; sys.exit(main())"
+#: Started with ``python -c`` so the kit's parent watchdog runs inside Flower's process too. In a class
+#: (``CELERYLAB_LEARNER``), the app Flower runs (Celery's default app: no ``-A``) gets the learner's key
+#: prefix, like the learner's own apps: Flower sees (and its user may read) only the learner's queues and events.
+_BOOT = ("import celerylab, sys; from celery import current_app; from celerylab.flower import _learner_conf; "
+         "conf = _learner_conf(sys.argv[sys.argv.index('--broker') + 1]); "
+         "conf and current_app.config_from_object(conf); "
+         "from celery.bin.celery import main; sys.exit(main())")
+
+
+def _learner_conf(broker_url: str) -> dict:
+    """Celery settings for Flower's app: in a class on Redis, the learner's ``global_keyprefix`` (broker and results)."""
+    from .broker import learner_prefix
+
+    prefix = learner_prefix()
+    if not prefix or not broker_url.startswith(("redis://", "rediss://")):
+        return {}
+    return {"broker_transport_options": {"global_keyprefix": prefix},
+            "result_backend_transport_options": {"global_keyprefix": prefix}}
 
 
 class Flower:
