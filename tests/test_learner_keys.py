@@ -334,6 +334,9 @@ NOTEBOOKS = ("notebooks/05_retries.ipynb", "notebooks/06_dead_letter.ipynb", "no
 #: reads a queue with the learner's client.
 NOTEBOOKS_INSPECT = ("notebooks/01_architecture.ipynb", "notebooks/02_serialization.ipynb",
                      "notebooks/04_priority_routing.ipynb", "solutions/01_architecture.ipynb")
+#: Lesson 07 counts a queue's band 0 with LLEN, and lab 07's answer finds a queue's band lists, both with
+#: the learner's client (no KEYS); with Flower, the exporter and the live plot on the learner's prefix.
+NOTEBOOKS_MONITORING = ("notebooks/07_monitoring.ipynb", "solutions/07_monitoring.ipynb")
 
 
 @pytest.mark.skipif(not os.environ.get("CELERYLAB_LOAD_TEST"),
@@ -349,6 +352,13 @@ def test_lessons_05_06_08_under_nbval_as_two_learners_at_once(klass, tmp_path):
 def test_lessons_01_02_04_and_lab_01_under_nbval_as_two_learners_at_once(klass, tmp_path):
     """Lessons 01, 02, 04 and lab 01's answer, by alice and bob at the same time with the class's users."""
     nbval_as_two_learners(klass, tmp_path, NOTEBOOKS_INSPECT)
+
+
+@pytest.mark.skipif(not os.environ.get("CELERYLAB_LOAD_TEST"),
+                    reason="runs in `make test-brokers` (CELERYLAB_LOAD_TEST=1): two nbval runs at once, about 1 minute")
+def test_lesson_07_and_lab_07_under_nbval_as_two_learners_at_once(klass, tmp_path):
+    """Lesson 07 and lab 07's answer, by alice and bob at the same time with the class's users."""
+    nbval_as_two_learners(klass, tmp_path, NOTEBOOKS_MONITORING)
 
 
 def nbval_as_two_learners(klass, tmp_path, notebooks) -> None:
