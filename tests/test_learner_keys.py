@@ -220,7 +220,8 @@ def test_lesson_06_dead_letters_per_learner(klass, become, monkeypatch):
                 for res in sent:
                     res.get(timeout=20, propagate=False)
                 assert l06.wait_for_length(l06.dlq, orders, timeout=10) == orders
-            assert [e.task_id for e in l06.dlq.entries()] == [r.id for r in sent]
+            # two slots: the two failures may land in either order
+            assert sorted(e.task_id for e in l06.dlq.entries()) == sorted(r.id for r in sent)
         finally:
             l06.dlq.uninstall()
     assert admin.llen("alice:l06:dead_letters") == 2 and admin.llen("bob:l06:dead_letters") == 1
