@@ -232,8 +232,11 @@ class RetriesThenDeadLetter(BindHint, BehaviourCheck):
                 raise ExerciseIncorrect(f"{call} ({about}) was retried {n} time{'s' if n != 1 else ''}; "
                                         f"it should be retried {retries} time{'s' if retries != 1 else ''}")
             lo, hi = self.pause
-            for pause in o.retry_delays:  # planned (ETA) delays: load cannot shift them
-                if not lo <= pause <= hi:
+            # planned (ETA) delays: from the failed attempt's start for "too soon", from the retry's
+            # publication for "too late" (load can only lengthen the first and shorten the second)
+            for pause, soonest in zip(o.retry_delays, o.retry_delays_from_start):
+                if soonest < lo or pause > hi:
+                    pause = soonest if soonest < lo else pause
                     raise ExerciseIncorrect(f"{call} ({about}) was retried {pause:.1f} s after it failed; "
                                             f"retry 0.1 s apart")
             if lands and o.state != "FAILURE":

@@ -261,9 +261,9 @@ class RetriesOn(BehaviourCheck):
                                         f"{_exc_name(first_error)}{about}: it should fail at once, without a retry")
             raise ExerciseIncorrect(f"{call} was retried {_plural(n, 'time')}{about}; "
                                     f"it should be retried {_plural(s.retries, 'time')}")
-        # judged by when each retry was planned for (its ETA), not by when the worker got to it:
-        # a loaded machine runs a retry late, never early
-        for pause in o.retry_delays:
+        # judged by when each retry was planned for (its ETA, from the start of the failed attempt),
+        # not by when the worker got to it: a loaded machine runs a retry late, never early
+        for pause in o.retry_delays_from_start:
             if pause < lo:
                 raise ExerciseIncorrect(f"{call} was retried {pause:.1f} s after it failed; "
                                         f"wait about {self.countdown:g} s before the retry")

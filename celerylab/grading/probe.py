@@ -319,6 +319,28 @@ class Outcome:
         return delays
 
     @property
+    def retry_delays_from_start(self) -> list[float]:
+        """Seconds from the start of each failed attempt to the time its retry was scheduled for.
+
+        Never less than the countdown the task asked for, however loaded the machine: judge "too
+        soon" with these, and "too late" with :attr:`retry_delays` (which load can only shorten).
+        """
+        from datetime import datetime, timezone
+
+        delays = []
+        for n, event in enumerate(self.published[1:]):
+            eta = event.data.get("eta")
+            if not eta:
+                delays.append(0.0)
+                continue
+            when = datetime.fromisoformat(eta)
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=timezone.utc)
+            since = self.started[n].at if n < len(self.started) else event.at
+            delays.append(max(0.0, when.timestamp() - (time.time() - (time.monotonic() - since))))
+        return delays
+
+    @property
     def spacing(self) -> list[float]:
         """Observed seconds between consecutive attempts on the worker."""
         times = [e.at for e in self.started]
