@@ -299,24 +299,30 @@ class Outcome:
             return self.started[0].data.get("queue")
         return self.published[0].data.get("queue") if self.published else None
 
-    @property
-    def retry_delays(self) -> list[float]:
-        """Seconds between each failed attempt and the time its retry was scheduled for."""
+    def _retry_etas(self) -> list[float | None]:
+        """Each retry's ETA as a wall-clock timestamp (None: sent without one, i.e. at once)."""
         from datetime import datetime, timezone
 
-        delays = []
+        etas = []
         for event in self.published[1:]:
             eta = event.data.get("eta")
             if not eta:
-                delays.append(0.0)
+                etas.append(None)
                 continue
             when = datetime.fromisoformat(eta)
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=timezone.utc)
-            # the event's wall-clock time, from its monotonic stamp
-            now_wall = time.time() - (time.monotonic() - event.at)
-            delays.append(max(0.0, when.timestamp() - now_wall))
-        return delays
+            etas.append((when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp())
+        return etas
+
+    @staticmethod
+    def _wall(at: float) -> float:
+        """The wall-clock time of a monotonic stamp."""
+        return time.time() - (time.monotonic() - at)
+
+    @property
+    def retry_delays(self) -> list[float]:
+        """Seconds between each retry's publication and the time it was scheduled for."""
+        return [0.0 if eta is None else max(0.0, eta - self._wall(event.at))
+                for eta, event in zip(self._retry_etas(), self.published[1:])]
 
     @property
     def retry_delays_from_start(self) -> list[float]:
@@ -325,19 +331,10 @@ class Outcome:
         Never less than the countdown the task asked for, however loaded the machine: judge "too
         soon" with these, and "too late" with :attr:`retry_delays` (which load can only shorten).
         """
-        from datetime import datetime, timezone
-
         delays = []
-        for n, event in enumerate(self.published[1:]):
-            eta = event.data.get("eta")
-            if not eta:
-                delays.append(0.0)
-                continue
-            when = datetime.fromisoformat(eta)
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=timezone.utc)
+        for n, (eta, event) in enumerate(zip(self._retry_etas(), self.published[1:])):
             since = self.started[n].at if n < len(self.started) else event.at
-            delays.append(max(0.0, when.timestamp() - (time.time() - (time.monotonic() - since))))
+            delays.append(0.0 if eta is None else max(0.0, eta - self._wall(since)))
         return delays
 
     @property
