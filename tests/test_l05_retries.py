@@ -56,11 +56,6 @@ def gaps(view, result, ndigits=3):
     return [round(b - a, ndigits) for a, b in zip(starts, starts[1:])]
 
 
-def since_first(view, result):
-    starts = [e.time for e in attempts(view, result)]
-    return [t - starts[0] for t in starts]
-
-
 def test_a_manual_retry_reruns_the_same_id_after_its_countdown(lesson):
     l05, view = lesson
     res = l05.flaky_api.delay(fail_times=2)
@@ -117,25 +112,49 @@ def test_retry_backoff_below_one_second_still_waits_a_second(lesson):
 
 
 def test_the_seed_formula_keeps_a_herd_together_and_jitter_spreads_it(lesson):
+    """Judged by each retry's planned wait (its message's ETA minus the moment it was published),
+    which a loaded machine cannot change, and by each run starting at its ETA or later."""
+    from datetime import datetime
+
+    from celery import signals
+
     l05, view = lesson
-    herd = [l05.seed_backoff.delay(c, scale=0.1) for c in range(4)]
-    spread = [l05.jitter_backoff.delay(c, scale=0.1) for c in range(4)]
+    published = []  # (the publish time, the retry message's headers); the worker runs in this process
+
+    def remember(sender=None, headers=None, **kwargs):
+        if (headers or {}).get("eta"):
+            published.append((time.time(), dict(headers)))
+
+    signals.before_task_publish.connect(remember, weak=False, dispatch_uid="test-l05-herd")
+    try:
+        herd = [l05.seed_backoff.delay(c, scale=0.1) for c in range(4)]
+        spread = [l05.jitter_backoff.delay(c, scale=0.1) for c in range(4)]
+        for res in herd + spread:
+            res.get(timeout=10, propagate=False)
+    finally:
+        signals.before_task_publish.disconnect(remember, dispatch_uid="test-l05-herd")
+
+    def plan(res):
+        """{retry n: (planned wait, ETA)} from the retry messages of one task."""
+        return {h["retries"]: (datetime.fromisoformat(h["eta"]).timestamp() - when,
+                               datetime.fromisoformat(h["eta"]).timestamp())
+                for when, h in published if h["id"] == res.id}
+
     for res in herd + spread:
-        res.get(timeout=10, propagate=False)
-    herd_back = [since_first(view, r) for r in herd]
-    jitter_back = [since_first(view, r) for r in spread]
-    assert all(len(runs) == 4 for runs in herd_back + jitter_back)  # four runs each
+        runs = [e.time for e in attempts(view, res)]
+        assert len(runs) == 4  # the first run and three retries
+        etas = [eta for _, eta in sorted(plan(res).values(), key=lambda p: p[1])]
+        # every retry ran at its ETA or later, never early; late only by trips through the broker
+        assert all(-0.01 < start - eta < 0.5 for start, eta in zip(runs[1:], etas)), (runs, etas)
     for n in (1, 2, 3):
-        herd_n = [runs[n] for runs in herd_back]
-        assert max(herd_n) - min(herd_n) < 0.03, (n, herd_n)
-        assert abs(herd_n[0] - 0.1 * (2 ** n - 1)) < 0.05, (n, herd_n)
-        # jittered runs follow their own random plans: never early; late only by trips through the
-        # broker (a loaded machine adds a few tenths), and spread apart where the herd stays together
-        plan = [sum(l05.jitter_for(c, k, 0.1) for k in range(n)) for c in range(4)]
-        got = [runs[n] for runs in jitter_back]
-        assert all(-0.01 < g - want < 0.3 for g, want in zip(got, plan)), (n, got, plan)
-        if max(plan) - min(plan) > 0.1:
-            assert max(got) - min(got) > 0.05, (n, got, plan)
+        herd_waits = [plan(res)[n][0] for res in herd]
+        # the seed's formula: every client plans the same wait, 0.1 × 2**(n-1): they stay a herd
+        assert all(abs(w - 0.1 * 2 ** (n - 1)) < 0.02 for w in herd_waits), (n, herd_waits)
+        # full jitter: each client its own random share, as jitter_for drew it; the herd spreads
+        jitter_waits = [plan(res)[n][0] for res in spread]
+        drawn = [l05.jitter_for(c, n - 1, 0.1) for c in range(4)]
+        assert all(abs(w - d) < 0.02 for w, d in zip(jitter_waits, drawn)), (n, jitter_waits, drawn)
+        assert max(drawn) - min(drawn) > 0.02, drawn
 
 
 def test_a_retry_keeps_the_task_id_and_charges_again_without_deduplication(lesson):

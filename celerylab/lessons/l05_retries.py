@@ -210,12 +210,12 @@ def backoff_figure(measured: dict[str, list[float]], factor: float = 1.0, maximu
     xs = [f"retry {n + 1}" for n in range(longest)]
     fig = go.Figure()
     for name, gaps in measured.items():
-        fig.add_bar(name=name, x=xs[: len(gaps)], y=gaps, text=[f"{g:.1f} s" for g in gaps], textposition="outside")
+        fig.add_bar(name=name, x=xs[: len(gaps)], y=gaps, text=[f"{g:g} s" for g in gaps], textposition="outside")
     expected = [min(maximum, factor * 2 ** n) for n in range(longest)]
     fig.add_scatter(name=f"min({maximum:g}, {factor:g} × 2ⁿ)", x=xs, y=expected, mode="lines+markers",
                     line=dict(dash="dot", color="#444"))
     fig.update_layout(title="Wait before each retry, measured from the worker's events", barmode="group",
-                      height=340, yaxis=dict(title="seconds (rounded to 0.1)", rangemode="tozero"),
+                      height=340, yaxis=dict(title="seconds", rangemode="tozero"),
                       margin=dict(l=60, r=20, t=60, b=40), legend=dict(orientation="h", y=-0.2))
     text = "; ".join(f"{name}: {gaps}" for name, gaps in measured.items())
     return Figure(fig, f"measured waits (s): {text}")
