@@ -19,6 +19,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from celery.app.task import Task
 
 from ..errors import WorkerStartError
+from ..i18n import N_, _
 from .outcomes import ExerciseError, ExerciseIncorrect, ExerciseNotAttempted, is_placeholder
 
 _EXC_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Exit)\b.*)$")
@@ -42,7 +43,7 @@ class Exercise:
     label = "q?"          #: set by :func:`bind` ("q1", "q2", ...)
     hints: tuple = ()     #: shown one at a time by ``hint(n)``
     solution_text = ""    #: code shown by ``solution()``
-    correct = "well done."  #: the fixed text after "Correct: q1: "
+    correct = N_("well done.")  #: the fixed text after "Correct: q1: " (shown translated)
     timeout = 5.0         #: seconds the check waits for learner code / a task
 
     def __init__(self, label: str | None = None):
@@ -62,20 +63,23 @@ class Exercise:
             raise exc from None
         except WorkerStartError as exc:
             raise ExerciseIncorrect(worker_start_message(exc), self.label) from None
-        print(f"Correct: {self.label}: {self.correct}")
+        print(_("Correct: {label}: {text}", label=self.label, text=_(self.correct)))
 
     def hint(self, n: int = 1) -> None:
-        hints = [textwrap.dedent(h).strip() for h in self.hints]
+        hints = [textwrap.dedent(_(h)).strip() for h in self.hints]
         if not hints:
-            print(f"{self.label} has no hints.")
+            print(_("{label} has no hints.", label=self.label))
         elif not 1 <= n <= len(hints):
-            print(f"{self.label} has hints 1 to {len(hints)}: try {self.label}.hint({min(max(n, 1), len(hints))}).")
+            print(_("{label} has hints 1 to {count}: try {label}.hint({n}).", label=self.label, count=len(hints),
+                    n=min(max(n, 1), len(hints))))
+        elif n < len(hints):
+            print(_("Hint {n} of {count} for {label} (more: {label}.hint({next})):", n=n, count=len(hints),
+                    label=self.label, next=n + 1) + "\n" + hints[n - 1])
         else:
-            more = f" (more: {self.label}.hint({n + 1}))" if n < len(hints) else ""
-            print(f"Hint {n} of {len(hints)} for {self.label}{more}:\n{hints[n - 1]}")
+            print(_("Hint {n} of {count} for {label}:", n=n, count=len(hints), label=self.label) + "\n" + hints[n - 1])
 
     def solution(self) -> None:
-        print(f"Solution for {self.label}:\n{textwrap.dedent(self.solution_text).strip()}")
+        print(_("Solution for {label}:", label=self.label) + "\n" + textwrap.dedent(self.solution_text).strip())
 
     def __repr__(self) -> str:
         return f"<exercise {self.label}: {self.label}.check(), {self.label}.hint(), {self.label}.solution()>"

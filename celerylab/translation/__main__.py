@@ -12,9 +12,12 @@ DEFAULT_LANG = "zh_CN"
 
 
 def _sources(names: list[str]) -> list[Path]:
-    every = catalogs.sources()
+    """The named notebooks (``kit``: the kit's messages); none named: all of them and the kit."""
     if not names:
-        return every
+        return catalogs.every_source()
+    if "kit" in names:
+        return [catalogs.kit_source(), *(_sources([n for n in names if n != "kit"]) if len(names) > 1 else [])]
+    every = catalogs.sources()
     chosen = [s for s in every if s.name in names or str(s.relative_to(catalogs.repo_root())) in names]
     for name in names:
         both = [s for s in every if s.name == name]

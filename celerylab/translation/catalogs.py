@@ -54,7 +54,25 @@ def sources() -> list[Path]:
     return found
 
 
+def kit_source() -> Path:
+    """The kit's own messages: the ``_()``/``N_()`` strings of the package (see celerylab.i18n)."""
+    return repo_root() / "celerylab"
+
+
+def is_kit(source: Path) -> bool:
+    return source == kit_source()
+
+
+def every_source() -> list[Path]:
+    """Everything with a catalog: the notebooks, then the kit's messages."""
+    return [*sources(), kit_source()]
+
+
 def catalog_path(source: Path, lang: str) -> Path:
+    if is_kit(source):
+        from ..i18n import catalog_path as kit_catalog
+
+        return kit_catalog(lang)
     return locale_dir(lang) / source.parent.name / f"{source.stem}.po"
 
 
@@ -84,8 +102,30 @@ class Entry:
     where: tuple[str, int]  # (notebook path, cell index)
 
 
+#: the marks celerylab.i18n defines; only their first argument is the message
+KIT_KEYWORDS = {"_": (1,), "N_": (1,)}
+
+
+def kit_entries() -> list[Entry]:
+    """The kit's marked messages, extracted with Babel; the context is the module's path."""
+    from babel.messages.extract import extract_from_dir
+
+    root = repo_root()
+    found: dict[tuple[str, str], Entry] = {}
+    for filename, line, message, _comments, _context in extract_from_dir(
+            str(kit_source()), method_map=[("**.py", "python")], keywords=KIT_KEYWORDS,
+            comment_tags=(), strip_comment_tags=True):
+        if not message:
+            continue  # an f-string inside _(): Babel warns, and a test fails on it
+        where = f"celerylab/{filename}"
+        found.setdefault((where, message), Entry(where, message, (where, None)))  # no line: edits elsewhere in a module change no catalog
+    return list(found.values())
+
+
 def entries(source: Path) -> list[Entry]:
-    """The translatable text of one notebook, in cell order."""
+    """The translatable text of one notebook, in cell order (or of the kit, see kit_entries)."""
+    if is_kit(source):
+        return kit_entries()
     nb = nbformat.read(source, as_version=4)
     rel = str(source.relative_to(repo_root()))
     found: list[Entry] = []
@@ -102,7 +142,7 @@ def entries(source: Path) -> list[Entry]:
 
 
 HEADER = """# Celery Lab Kit: {lang} translation of {source}.
-# Generated from the English notebook by `python -m celerylab.translation update`; edit msgstr only."""
+# Generated from the English (notebook or package) by `python -m celerylab.translation update`; edit msgstr only."""
 #: a fixed date in the header: regenerating an unchanged catalog changes no byte
 EPOCH = datetime(2026, 12, 3, tzinfo=timezone.utc)
 
