@@ -31,13 +31,16 @@ from pathlib import Path
 import nbformat
 
 from ..errors import CeleryLabError
+from ..i18n import DEFAULT as ENGLISH
+from ..i18n import N_, translate
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 CHECK_TAG = "check"
 EXERCISE_TAG = "exercise:"
 SOLUTION_ONLY_TAG = "solution-only"
 CHECK_NOTE_TAG = "check-note"
-CHECK_NOTE = ("**Run the next cell to grade your answer.** It prints `Correct: ...` when your answer does "
+#: markdown (marked for the kit's catalog): a translated edition's labs get it in their language
+CHECK_NOTE = N_("**Run the next cell to grade your answer.** It prints `Correct: ...` when your answer does "
               "what the exercise asks, and otherwise one line saying what the check observed.")
 EXERCISE_MODULE = re.compile(r"^\s*from\s+(celerylab\.exercises\.\w+)\s+import\s+\*", re.MULTILINE)
 
@@ -151,16 +154,19 @@ def strip_solutions(source: str, where: str = "cell") -> str:
 
 
 # -- notebooks ---------------------------------------------------------------------------
-def check_note(check) -> nbformat.NotebookNode:
-    """The markdown cell that goes right before a check cell in a lab."""
-    note = nbformat.v4.new_markdown_cell(CHECK_NOTE, metadata={"tags": [CHECK_NOTE_TAG]})
+def check_note(check, lang: str = ENGLISH) -> nbformat.NotebookNode:
+    """The markdown cell that goes right before a check cell in a lab (in the lab's language ``lang``)."""
+    note = nbformat.v4.new_markdown_cell(translate(CHECK_NOTE, lang), metadata={"tags": [CHECK_NOTE_TAG]})
     label = exercise_label(check)
     note.id = f"{check.get('id') or label}-note"[:64]
     return note
 
 
-def make_lab(solution, name: str, where: str = "solution", origin: str | None = None) -> nbformat.NotebookNode:
+def make_lab(solution, name: str, where: str = "solution", origin: str | None = None,
+             lang: str = ENGLISH) -> nbformat.NotebookNode:
     """The learner's notebook for a solution notebook (which is not changed).
+
+    ``lang``: the lab's language (a translated edition's), for the notes the generator adds.
 
     ``origin``: the solution's path from the repository root, which the grader reads the master
     copy from (default ``solutions/<name>.ipynb``; a translated edition's own solutions folder).
@@ -192,7 +198,7 @@ def make_lab(solution, name: str, where: str = "solution", origin: str | None = 
             if cell.cell_type == "code":
                 cell.outputs = []
         if is_check(cell):
-            cells.append(check_note(cell))
+            cells.append(check_note(cell, lang))
         if cell.cell_type == "code":  # shipped unrun
             cell.outputs = []
             cell.execution_count = None

@@ -16,6 +16,9 @@ notebook that belongs to a lab (``metadata.celerylab.lab`` or its file name) it:
   ``sys.modules[...]``) is not run and reported as "this cell changes the grader";
 * gives each lab cell at most ``LAB_CELL_TIMEOUT`` seconds (unless ``--nbval-cell-timeout``
   says otherwise) and reports a cell stopped there as timed out, naming the cell;
+* starts each notebook's kernel with ``CELERYLAB_LANG=en`` (:data:`KERNEL_LANG`): the master copies'
+  expected outputs were recorded in English, so a learner's language never changes a verdict,
+  while the scorecard and the messages the grader writes itself are in the learner's language;
 * collects one result per exercise from ``item.cell`` and prints a scorecard in
   ``pytest_terminal_summary`` (and to ``$CELERYLAB_GRADE_RESULTS`` as JSON, after every cell).
 
@@ -32,6 +35,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from .. import i18n
+from ..i18n import _
 from . import integrity, labs
 from .scorecard import ExerciseResult, LabResult, clean, format_card, save_json
 
@@ -42,6 +47,7 @@ STATUS_BY_ERROR = {"ExerciseIncorrect": "incorrect", "ExerciseNotAttempted": "no
                    "GraderChanged": "incorrect"}
 LAB_CELL_TIMEOUT = 40  #: seconds a lab cell may run (nbval's own default is 2000)
 NBVAL_DEFAULT_TIMEOUT = 2000
+KERNEL_LANG = "en"  #: the kernels' CELERYLAB_LANG: the language of the expected outputs
 
 
 def pytest_configure(config):
@@ -109,7 +115,7 @@ def kit_names(master) -> set[str]:
 
 def refused_source(reason: str) -> str:
     """A cell that raises GraderChanged (one line in the notebook) instead of running."""
-    message = f"this cell changes the grader: {reason}; the grader did not run it"
+    message = _("this cell changes the grader: {reason}; the grader did not run it", reason=reason)
     return (f"raise type('GraderChanged', (AssertionError,), {{'_render_traceback_': "
             f"lambda self: ['GraderChanged: ' + str(self)]}})({message!r})")
 
@@ -135,8 +141,8 @@ class MissingCheck(pytest.Item):
         self.label = label
 
     def runtest(self):
-        raise MissingCheckError(f"the check cell for {self.label} is missing: restore the cell "
-                                f"`{self.label}.check()` (tags: check, exercise:{self.label})")
+        raise MissingCheckError(_("the check cell for {label} is missing: restore the cell "
+                                  "`{label}.check()` (tags: check, exercise:{label})", label=self.label))
 
     def repr_failure(self, excinfo, style=None):
         return str(excinfo.value)
@@ -167,23 +173,23 @@ def failure(item, excinfo, label: str | None) -> tuple[str, str]:
         return status, evalue
     text = clean(str(getattr(excinfo, "value", "")))
     if "Cell outputs differ" in text:
-        return "incorrect", "the check's output differs from its expected output"
+        return "incorrect", _("the check's output differs from its expected output")
     if "Timeout" in text:
         return "error", timed_out_message(item)
     if "Kernel dead" in text or "Kernel died" in text:
         if getattr(getattr(item, "parent", None), "timed_out", False):
-            return "error", "not run: the kernel was stopped after an earlier cell timed out"
-        return "error", "the kernel died before this cell ran"
-    return "error", text[:200] or "failed"
+            return "error", _("not run: the kernel was stopped after an earlier cell timed out")
+        return "error", _("the kernel died before this cell ran")
+    return "error", text[:200] or _("failed")
 
 
 def timed_out_message(item) -> str:
     seconds = cell_timeout(item)
-    text = f"timed out: it ran past the {seconds:g} s cell timeout and was stopped"
     if waits_on_get(getattr(item, "original_source", item.cell.source)):
-        text += (" (it waits for a result, e.g. `.get()`: with no worker running for that queue it waits "
-                 "forever; start one, or pass timeout=)")
-    return text
+        return _("timed out: it ran past the {seconds:g} s cell timeout and was stopped (it waits for a result, "
+                 "e.g. `.get()`: with no worker running for that queue it waits forever; start one, or pass "
+                 "timeout=)", seconds=seconds)
+    return _("timed out: it ran past the {seconds:g} s cell timeout and was stopped", seconds=seconds)
 
 
 class Grader:
@@ -212,7 +218,8 @@ class Grader:
             if master is not None:
                 result.exercises = {label: ExerciseResult(label, "not run") for label in labs.master_checks(master)}
             lines = [line for line in str(report.longrepr).splitlines() if line.strip()]
-            result.problems.append(f"could not read the notebook: {clean(lines[-1]) if lines else 'unknown error'}")
+            result.problems.append(_("could not read the notebook: {error}",
+                                     error=clean(lines[-1]) if lines else _("unknown error")))
             self.results[key] = result
             self.save()
 
@@ -230,7 +237,8 @@ class Grader:
             if master is None:
                 if nbfile.nb.get("metadata", {}).get("celerylab", {}).get("lab"):
                     self.results[key] = LabResult(notebook=key, lab=name, state="error", problems=[
-                        f"no master copy of lab {name} in {solutions_dir()} (set {SOLUTIONS_ENV})"])
+                        _("no master copy of lab {name} in {folder} (set {variable})", name=name,
+                          folder=solutions_dir(), variable=SOLUTIONS_ENV)])
                 continue  # not a lab: plain nbval
             checks = labs.master_checks(master, f"master {name}")
             kit = kit_names(master)
@@ -257,19 +265,37 @@ class Grader:
                     item.options["check"] = False
                 source = getattr(item, "original_source", item.cell.source)
                 first = next((line.strip() for line in source.splitlines() if line.strip()), "")
-                self.items[item] = (key, label, f"code cell {item.cell_num + 1} ({first[:40]})")
+                self.items[item] = (key, label, _("code cell {number} ({start})", number=item.cell_num + 1,
+                                                  start=first[:40]))
                 self.pending[key].add(item)
             position = items.index(cells[-1]) + 1
             for label in [label for label in checks if label not in seen]:
                 missing = MissingCheck.from_parent(nbfile, name=f"{label} check cell missing", label=label)
                 items.insert(position, missing)
                 position += 1
-                self.items[missing] = (key, label, f"{label} check cell")
+                self.items[missing] = (key, label, _("{label} check cell", label=label))
                 self.pending[key].add(missing)
             self.results[key] = result
         self.save()
 
     # -- running ---------------------------------------------------------------------------
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_setup(self, item):
+        """nbval starts a notebook's kernel in its first cell's setup: with CELERYLAB_LANG=en (KERNEL_LANG).
+
+        The expected outputs the check cells are compared with were recorded in English; this
+        process (the scorecard, the grader's own messages) keeps the learner's language.
+        """
+        saved = os.environ.get(i18n.ENV)
+        os.environ[i18n.ENV] = KERNEL_LANG
+        try:
+            yield
+        finally:
+            if saved is None:
+                os.environ.pop(i18n.ENV, None)
+            else:
+                os.environ[i18n.ENV] = saved
+
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item, nextitem):
         info = self.items.get(item)

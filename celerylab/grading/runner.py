@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from ..errors import CeleryLabError
+from ..i18n import _
 from . import labs
 from .plugin import LAB_CELL_TIMEOUT, RESULTS_ENV, SOLUTIONS_ENV, master_path, solutions_dir
 from .scorecard import ExerciseResult, LabResult, format_card, load_json, write_csv
@@ -62,12 +63,13 @@ def _precheck(path: Path) -> LabResult | None:
         nb = nbformat.read(path, as_version=4)
     except Exception as exc:  # noqa: BLE001 - anything: it is the learner's file
         return LabResult(notebook=str(path), lab=labs.lab_name({}, path), state="error",
-                         problems=[f"could not read the notebook: {' '.join(str(exc).split())[:160]}"])
+                         problems=[_("could not read the notebook: {error}", error=' '.join(str(exc).split())[:160])])
     name = labs.lab_name(nb, path)
     master = master_path(nb, name) if name else None
     if master is None or not master.exists():
         return LabResult(notebook=str(path), lab=name, state="error",
-                         problems=[f"not a lab notebook: no master copy {name or 'NN_topic'}.ipynb in {master.parent if master is not None else solutions_dir()}"])
+                         problems=[_("not a lab notebook: no master copy {name}.ipynb in {folder}", name=name or 'NN_topic',
+                                           folder=master.parent if master is not None else solutions_dir())])
     return None
 
 
@@ -77,7 +79,10 @@ def _run_batch(paths: list[Path], time_limit: float, cell_timeout: float, on_upd
         tmp = Path(tmp)
         (tmp / "pytest.ini").write_text("[pytest]\n")
         results_file = tmp / "results.json"
-        env = dict(os.environ, **{RESULTS_ENV: str(results_file)})   # SOLUTIONS_ENV passes through when set
+        # SOLUTIONS_ENV and CELERYLAB_LANG pass through when set: the plugin writes its report in the
+        # learner's language, and starts each notebook's kernel with CELERYLAB_LANG=en (KERNEL_LANG), the
+        # language the master copies' expected outputs were recorded in, so every language gets the same verdicts
+        env = dict(os.environ, **{RESULTS_ENV: str(results_file)})
         cmd = [sys.executable, "-m", "pytest", "-q", "--noconftest", "-p", "no:cacheprovider",
                "-p", "celerylab.grading.plugin", "--nbval", "--nbval-current-env",
                "--nbval-cell-timeout", f"{cell_timeout:g}", "--continue-on-collection-errors",
@@ -104,7 +109,7 @@ def _run_batch(paths: list[Path], time_limit: float, cell_timeout: float, on_upd
                             r.state = "timed out"
                             for ex in r.exercises.values():
                                 if ex.status == "not run":
-                                    ex.message = f"the notebook ran longer than {time_limit:g} s"
+                                    ex.message = _("the notebook ran longer than {seconds:g} s", seconds=time_limit)
                     break
                 time.sleep(0.2)
         finally:
@@ -116,7 +121,8 @@ def _run_batch(paths: list[Path], time_limit: float, cell_timeout: float, on_upd
             for path in paths:
                 if str(path) not in results or results[str(path)].state not in FINAL_STATES:
                     results[str(path)] = LabResult(notebook=str(path), state="error", problems=[
-                        f"not graded: pytest exited with status {proc.returncode}: {' / '.join(tail)}"])
+                        _("not graded: pytest exited with status {status}: {log}", status=proc.returncode,
+                          log=' / '.join(tail))])
         return results
 
 
@@ -148,13 +154,13 @@ def grade(paths, time_limit: float = 300, cell_timeout: float = LAB_CELL_TIMEOUT
         left = [p for p in todo if str(p) not in final]
         if len(left) == len(todo):  # no progress: don't loop forever
             for p in left:
-                update({str(p): LabResult(notebook=str(p), state="error", problems=["not graded: pytest stopped early"])})
+                update({str(p): LabResult(notebook=str(p), state="error", problems=[_("not graded: pytest stopped early")])})
             break
         todo = left
     for r in final.values():  # what never ran says so
         for ex in r.exercises.values():
             if ex.status == "not run" and not ex.message:
-                ex.message = "the notebook stopped before this check" if r.state != "done" else ""
+                ex.message = _("the notebook stopped before this check") if r.state != "done" else ""
     return [final[str(p)] for p in paths]
 
 
@@ -170,17 +176,17 @@ def command(args) -> int:
     if args.class_dir:
         base = Path(args.class_dir)
         if not base.is_dir():
-            raise CeleryLabError(f"--class {args.class_dir}: no such folder")
+            raise CeleryLabError(_("--class {folder}: no such folder", folder=args.class_dir))
         paths = find_notebooks(base) + [Path(p) for p in args.paths]
         if not paths:
-            raise CeleryLabError(f"--class {args.class_dir}: no notebooks in it")
+            raise CeleryLabError(_("--class {folder}: no notebooks in it", folder=args.class_dir))
     else:
         paths = [Path(p) for p in args.paths] or sorted(labs.labs_dir().glob("[0-9][0-9]_*.ipynb"))
         if not paths:
-            raise CeleryLabError("no lab notebooks to grade: give paths, or run `make labs` first")
+            raise CeleryLabError(_("no lab notebooks to grade: give paths, or run `make labs` first"))
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
-        raise CeleryLabError(f"no such notebook: {', '.join(missing)}")
+        raise CeleryLabError(_("no such notebook: {paths}", paths=', '.join(missing)))
 
     def show(result: LabResult) -> None:
         name = os.path.relpath(result.notebook, base) if base else os.path.relpath(result.notebook)
@@ -192,8 +198,12 @@ def command(args) -> int:
     if args.csv:
         write_csv(results, args.csv, base=base)
     if len(results) > 1 or args.csv:
-        where = f"; scores in {args.csv}" if args.csv else ""
-        print(f"{len(results)} notebooks graded, {complete} with every exercise passed{where}")
+        if args.csv:
+            print(_("{count} notebooks graded, {complete} with every exercise passed; scores in {csv}",
+                    count=len(results), complete=complete, csv=args.csv))
+        else:
+            print(_("{count} notebooks graded, {complete} with every exercise passed", count=len(results),
+                    complete=complete))
     return 0 if complete == len(results) else 1
 
 

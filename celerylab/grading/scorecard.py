@@ -8,8 +8,11 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-PASSED = "passed"
-STATUSES = (PASSED, "incorrect", "not attempted", "error", "missing", "not run")
+from ..i18n import N_, _
+
+#: an exercise's status: data (JSON, CSV, comparisons) in English; the scorecard shows it translated
+PASSED = N_("passed")
+STATUSES = (PASSED, N_("incorrect"), N_("not attempted"), N_("error"), N_("missing"), N_("not run"))
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -63,18 +66,22 @@ def clean(text: str) -> str:
 
 def format_card(result: LabResult, name: str | None = None) -> str:
     name = name or result.notebook
-    lab = f" (lab {result.lab})" if result.lab else ""
-    if result.total:
-        head = f"{name}{lab}: {result.passed}/{result.total} exercises passed"
+    if result.total and result.lab:
+        head = _("{name} (lab {lab}): {passed}/{total} exercises passed", name=name, lab=result.lab,
+                 passed=result.passed, total=result.total)
+    elif result.total:
+        head = _("{name}: {passed}/{total} exercises passed", name=name, passed=result.passed, total=result.total)
+    elif result.lab:
+        head = _("{name} (lab {lab}): not graded", name=name, lab=result.lab)
     else:
-        head = f"{name}{lab}: not graded"
+        head = _("{name}: not graded", name=name)
     if result.state == "timed out":
-        head += " (stopped: time limit)"
+        head += " " + _("(stopped: time limit)")
     lines = [head]
-    width = max((len(e.status) for e in result.exercises.values()), default=6)
+    width = max((len(_(e.status)) for e in result.exercises.values()), default=6)
     for ex in result.exercises.values():
         message = f"  {ex.message}" if ex.message and ex.status != PASSED else ""
-        lines.append(f"  {ex.label:<4}{ex.status:<{width}}{message}".rstrip())
+        lines.append(f"  {ex.label:<4}{_(ex.status):<{width}}{message}".rstrip())
     for problem in result.problems:
         lines.append(f"  !   {problem}")
     return "\n".join(lines)

@@ -94,7 +94,7 @@ def build(lang: str, strict: bool = False) -> Built:
     for solution in sorted((target / "solutions").glob("[0-9][0-9]_*.ipynb")):
         nb = nbformat.read(solution, as_version=4)
         origin = str(solution.relative_to(root))
-        lab = lab_generator.make_lab(nb, solution.stem, where=origin, origin=origin)
+        lab = lab_generator.make_lab(nb, solution.stem, where=origin, origin=origin, lang=lang)
         lab_path = labs_out / solution.name
         lab_path.write_text(lab_generator.render(lab), encoding="utf-8")
         report.written.append(lab_path)
