@@ -18,6 +18,7 @@ from collections import Counter
 from celerylab.grading import Attempts, BehaviourCheck, RetriesOn, Trial, bind
 from celerylab.grading.kinds import fmt_call
 from celerylab.grading.outcomes import ExerciseIncorrect, ____, describe, describe_exc  # noqa: F401
+from celerylab.i18n import N_, _
 
 from ._bind import BindHint
 from celerylab.store import redis_client
@@ -100,18 +101,19 @@ class SyncInventory(BindHint, RetriesOn):
     window = (0.1, 1.0)
     scenarios = [
         Attempts(("SKU-1-flaky",), retries=2, succeeds=True, value={"sku": "SKU-1-flaky", "in_stock": 7},
-                 about="a service that fails twice, then answers"),
+                 about=N_("a service that fails twice, then answers")),
         Attempts(("SKU-2-down",), retries=2, succeeds=False, raises="ConnectionError",
-                 about="a service that stays down"),
-        Attempts(("2-down",), retries=0, succeeds=False, raises="ValueError", about="not a SKU"),
+                 about=N_("a service that stays down")),
+        Attempts(("2-down",), retries=0, succeeds=False, raises="ValueError", about=N_("not a SKU")),
     ]
-    correct = "sync_inventory retries twice, 0.2 s apart, then fails with the ConnectionError; bad SKUs fail at once."
+    correct = N_("sync_inventory retries twice, 0.2 s apart, then fails with the ConnectionError; bad SKUs fail "
+                 "at once.")
     hints = (
-        "Catch only `ConnectionError` around `inventory_api(sku)` and ask for a retry with "
-        "`raise self.retry(...)`; a ValueError should escape and fail the task at once.",
-        "`raise self.retry(exc=exc, countdown=0.2, max_retries=2)`: `max_retries` counts retries, "
-        "not runs (2 retries = 3 runs), and `exc=exc` makes the last failure raise the "
-        "ConnectionError instead of MaxRetriesExceededError.",
+        N_("Catch only `ConnectionError` around `inventory_api(sku)` and ask for a retry with "
+           "`raise self.retry(...)`; a ValueError should escape and fail the task at once."),
+        N_("`raise self.retry(exc=exc, countdown=0.2, max_retries=2)`: `max_retries` counts retries, "
+           "not runs (2 retries = 3 runs), and `exc=exc` makes the last failure raise the "
+           "ConnectionError instead of MaxRetriesExceededError."),
     )
     solution_text = """
         @app.task(bind=True)
@@ -137,16 +139,17 @@ class FetchQuotes(BindHint, RetriesOn):
     tolerance = 0.4
     scenarios = [
         Attempts(("ACME",), retries=2, succeeds=True, value={"symbol": "ACME", "price": 101.5},
-                 about="a service that times out twice"),
-        Attempts(("DOWN",), retries=2, succeeds=False, raises="ConnectionError", about="a service that stays down"),
-        Attempts(("acme",), retries=0, succeeds=False, raises="ValueError", about="not a ticker symbol"),
+                 about=N_("a service that times out twice")),
+        Attempts(("DOWN",), retries=2, succeeds=False, raises="ConnectionError",
+                 about=N_("a service that stays down")),
+        Attempts(("acme",), retries=0, succeeds=False, raises="ValueError", about=N_("not a ticker symbol")),
     ]
-    correct = "fetch_quotes is retried automatically, 1 s then 2 s apart, and gives up after two retries."
+    correct = N_("fetch_quotes is retried automatically, 1 s then 2 s apart, and gives up after two retries.")
     hints = (
-        "No try/except this time: `@app.task(autoretry_for=(ConnectionError,), ...)` retries the "
-        "task whenever that exception escapes it.",
-        "Add `retry_backoff=True` (waits 1, 2, 4... s), `retry_jitter=False` (else each wait is "
-        "random, possibly 0) and `max_retries=2`.",
+        N_("No try/except this time: `@app.task(autoretry_for=(ConnectionError,), ...)` retries the "
+           "task whenever that exception escapes it."),
+        N_("Add `retry_backoff=True` (waits 1, 2, 4... s), `retry_jitter=False` (else each wait is "
+           "random, possibly 0) and `max_retries=2`."),
     )
     solution_text = """
         @app.task(autoretry_for=(ConnectionError,), retry_backoff=True, retry_jitter=False, max_retries=2)
@@ -160,12 +163,13 @@ class FetchQuotes(BindHint, RetriesOn):
     def _check(self, ns):
         task = self.task_named(ns, self.task)
         if not tuple(getattr(task, "autoretry_for", ()) or ()):
-            raise ExerciseIncorrect(f"`{self.task}` has no autoretry_for: declare which exceptions Celery "
-                                    f"should retry (`autoretry_for=(ConnectionError,)`), no try/except needed")
+            raise ExerciseIncorrect(_("`{task}` has no autoretry_for: declare which exceptions Celery "
+                                      "should retry (`autoretry_for=(ConnectionError,)`), no try/except needed",
+                                      task=self.task))
         if getattr(task, "retry_backoff", False) and getattr(task, "retry_jitter", True):
             # with backoff, jitter makes each wait random (0 to the backoff): a run could pass by chance
-            raise ExerciseIncorrect(f"`{self.task}` keeps retry_jitter on (the default): each wait would be "
-                                    f"random; turn it off with retry_jitter=False")
+            raise ExerciseIncorrect(_("`{task}` keeps retry_jitter on (the default): each wait would be "
+                                      "random; turn it off with retry_jitter=False", task=self.task))
         self._waits = {}
         super()._check(ns)
 
@@ -179,9 +183,10 @@ class FetchQuotes(BindHint, RetriesOn):
         for n, (got, soonest, want) in enumerate(zip(waits, o.retry_delays_from_start, self.expected_waits), start=1):
             # too short judged from the failed attempt's start, too long from the retry's publication
             if soonest < want - self.tolerance or got > want + self.tolerance:
-                shown = ", ".join(f"{w:.1f} s" for w in waits)
-                raise ExerciseIncorrect(f"{call}: the retries were planned {shown} after each failure; with "
-                                        f"exponential backoff and no jitter they are 1 s, then 2 s")
+                shown = ", ".join(_("{seconds:.1f} s", seconds=w) for w in waits)
+                raise ExerciseIncorrect(_("{call}: the retries were planned {waits} after each failure; with "
+                                          "exponential backoff and no jitter they are 1 s, then 2 s",
+                                          call=call, waits=shown))
 
 
 class PayOnce(BindHint, BehaviourCheck):
@@ -189,15 +194,15 @@ class PayOnce(BindHint, BehaviourCheck):
 
     task = "pay"
     timeout = 6.0
-    correct = ("pay charges each order once: a retry, a duplicate message and the same order sent again "
-               "charge nothing more.")
+    correct = N_("pay charges each order once: a retry, a duplicate message and the same order sent again "
+                 "charge nothing more.")
     hints = (
-        "Three things run `pay` again for one order: a retry and a message delivered twice (both keep "
-        "`self.request.id`), and the same order sent again by the shop (a new task id). Only the order "
-        "itself is the same in all three: remember that this order has been charged, somewhere every "
-        "worker sees: Redis.",
-        "`redis_client().set(f\"charged:{order_id}\", 1, nx=True, ex=86400)` returns True only for the "
-        "first caller; charge the card only then.",
+        N_("Three things run `pay` again for one order: a retry and a message delivered twice (both keep "
+           "`self.request.id`), and the same order sent again by the shop (a new task id). Only the order "
+           "itself is the same in all three: remember that this order has been charged, somewhere every "
+           "worker sees: Redis."),
+        N_("`redis_client().set(f\"charged:{order_id}\", 1, nx=True, ex=86400)` returns True only for the "
+           "first caller; charge the card only then."),
     )
     solution_text = """
         @app.task(bind=True, max_retries=3)
@@ -244,53 +249,56 @@ class PayOnce(BindHint, BehaviourCheck):
                     for failed in trial.recorder.of(t, "failed"):
                         raise self.failed(fmt_call(self.task, args), failed.data.get("exc"))
                 if not finished(trial.recorder):
-                    raise ExerciseIncorrect(f"pay did not finish within {self.timeout:g} s: does it retry forever?")
+                    raise ExerciseIncorrect(_("pay did not finish within {timeout:g} s: does it retry forever?",
+                                              timeout=self.timeout))
             made = Counter(order for order, _ in charges())
             if made[a] == 0 or made[c] == 0:
                 missing = a if made[a] == 0 else c
-                raise ExerciseIncorrect(f"pay({missing!r}, ...) never charged the card: the first run of each "
-                                        f"task must charge")
+                raise ExerciseIncorrect(_("pay({order}, ...) never charged the card: the first run of each "
+                                          "task must charge", order=repr(missing)))
             if made[a] > 1:
-                raise ExerciseIncorrect(f"pay({a!r}, 10.0) charged the card {made[a]} times: the retry after the "
-                                        f"receipt timeout charged again")
+                raise ExerciseIncorrect(_("pay({order}, 10.0) charged the card {times} times: the retry after the "
+                                          "receipt timeout charged again", order=repr(a), times=made[a]))
             if made[b] == 0:
-                raise ExerciseIncorrect(f"pay({b!r}, 20.0) never charged the card")
+                raise ExerciseIncorrect(_("pay({order}, 20.0) never charged the card", order=repr(b)))
             try:
                 process.wait_ready(timeout=30)
             except WorkerStartError as exc:
-                raise ExerciseIncorrect(f"a worker process could not load your pay task (it gets the cell's code "
-                                        f"and the notebook names pay uses): {str(exc).splitlines()[-1]}") from None
+                raise ExerciseIncorrect(_("a worker process could not load your pay task (it gets the cell's code "
+                                          "and the notebook names pay uses): {error}",
+                                          error=str(exc).splitlines()[-1])) from None
             task.app.backend.forget(twice)
             again = task.apply_async((b, 20.0), task_id=twice, queue=elsewhere)
             try:
                 again.get(timeout=self.timeout, propagate=False)
             except Exception:  # noqa: BLE001 - a timeout, reported below
-                raise ExerciseIncorrect(f"the worker process did not finish the repeated message within "
-                                        f"{self.timeout:g} s") from None
+                raise ExerciseIncorrect(_("the worker process did not finish the repeated message within "
+                                          "{timeout:g} s", timeout=self.timeout)) from None
             if again.state == "FAILURE":
-                raise ExerciseIncorrect(f"the same message delivered again, to a worker process, failed there with "
-                                        f"{describe_exc(again.result)}: pay should run anywhere, with what the "
-                                        f"setup cell imports")
+                raise ExerciseIncorrect(_("the same message delivered again, to a worker process, failed there with "
+                                          "{error}: pay should run anywhere, with what the setup cell imports",
+                                          error=describe_exc(again.result)))
             made = Counter(order for order, _ in charges())
             if made[b] > 1:
-                raise ExerciseIncorrect(f"the same task message delivered twice, the second time to a worker "
-                                        f"process of its own, charged the card {made[b]} times: keep the memory "
-                                        f"of what has been charged where every worker sees it (Redis), not in "
-                                        f"this kernel")
+                raise ExerciseIncorrect(_("the same task message delivered twice, the second time to a worker "
+                                          "process of its own, charged the card {times} times: keep the memory "
+                                          "of what has been charged where every worker sees it (Redis), not in "
+                                          "this kernel", times=made[b]))
             # the shop sends the same order again (a client retry, a double click): a new task id
             resent = task.apply_async((b, 20.0), queue=elsewhere)
             try:
                 resent.get(timeout=self.timeout, propagate=False)
             except Exception:  # noqa: BLE001 - a timeout, reported below
-                raise ExerciseIncorrect(f"the worker process did not finish the order sent again within "
-                                        f"{self.timeout:g} s") from None
+                raise ExerciseIncorrect(_("the worker process did not finish the order sent again within "
+                                          "{timeout:g} s", timeout=self.timeout)) from None
         finally:
             process.terminate(timeout=10)
         made = Counter(order for order, _ in charges())
         if made[b] > 1:
-            raise ExerciseIncorrect(f"pay({b!r}, 20.0) sent again by the shop, with a new task id, charged the card "
-                                    f"{made[b]} times: a task id only repeats in a retry or a redelivery; key the "
-                                    f"memory on the order (the business operation), not on self.request.id")
+            raise ExerciseIncorrect(_("pay({order}, 20.0) sent again by the shop, with a new task id, charged the "
+                                      "card {times} times: a task id only repeats in a retry or a redelivery; key "
+                                      "the memory on the order (the business operation), not on self.request.id",
+                                      order=repr(b), times=made[b]))
 
 
 _PREAMBLE = """\

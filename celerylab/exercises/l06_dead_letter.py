@@ -20,6 +20,7 @@ from celerylab.grading import BehaviourCheck, Trial, bind, call_with_deadline
 from celerylab.grading.kinds import fmt_call
 from celerylab.grading.outcomes import (ExerciseIncorrect, ExerciseNotAttempted, ____, describe,  # noqa: F401
                                         describe_exc)
+from celerylab.i18n import N_, _
 
 from ._bind import BindHint
 from celerylab.store import redis_client
@@ -65,35 +66,39 @@ def _entries(client) -> list:
         try:
             out.append(json.loads(raw))
         except ValueError:
-            raise ExerciseIncorrect(f"an entry in {DEAD_LETTERS!r} is not JSON: "
-                                    f"{raw[:60].decode(errors='replace')!r}") from None
+            raise ExerciseIncorrect(_("an entry in {dlq} is not JSON: {raw}", dlq=repr(DEAD_LETTERS),
+                                      raw=repr(raw[:60].decode(errors="replace")))) from None
     return out
 
 
 def _judge_entry(entry, call: str, task_id: str, task_name: str, args, exception: str, kwargs=None,
                  queue: str | None = None) -> None:
     if not isinstance(entry, dict):
-        raise ExerciseIncorrect(f"the entry for {call} is {describe(entry)}, not a JSON object")
+        raise ExerciseIncorrect(_("the entry for {call} is {got}, not a JSON object", call=call, got=describe(entry)))
     missing = [k for k in KEYS if k not in entry]
     if missing:
-        raise ExerciseIncorrect(f"the entry for {call} has no key {', '.join(repr(k) for k in missing)} "
-                                f"(it should have {', '.join(KEYS)})")
+        raise ExerciseIncorrect(_("the entry for {call} has no key {missing} (it should have {keys})", call=call,
+                                  missing=", ".join(repr(k) for k in missing), keys=", ".join(KEYS)))
     if entry["task_id"] != task_id:
-        raise ExerciseIncorrect(f"the entry for {call} has task_id {describe(entry['task_id'])}, not the task's id")
+        raise ExerciseIncorrect(_("the entry for {call} has task_id {got}, not the task's id", call=call,
+                                  got=describe(entry["task_id"])))
     if entry["task"] != task_name:
-        raise ExerciseIncorrect(f"the entry for {call} has task {describe(entry['task'])}: use the task's "
-                                f"registered name, `sender.name`")
+        raise ExerciseIncorrect(_("the entry for {call} has task {got}: use the task's registered name, "
+                                  "`sender.name`", call=call, got=describe(entry["task"])))
     if entry["args"] != json.loads(json.dumps(list(args))):
-        raise ExerciseIncorrect(f"the entry for {call} has args {describe(entry['args'])}, not the task's arguments")
+        raise ExerciseIncorrect(_("the entry for {call} has args {got}, not the task's arguments", call=call,
+                                  got=describe(entry["args"])))
     if kwargs is not None and entry["kwargs"] != json.loads(json.dumps(kwargs)):
-        raise ExerciseIncorrect(f"the entry for {call} has kwargs {describe(entry['kwargs'])}, not the task's "
-                                f"keyword arguments")
+        raise ExerciseIncorrect(_("the entry for {call} has kwargs {got}, not the task's keyword arguments",
+                                  call=call, got=describe(entry["kwargs"])))
     if queue is not None and entry["queue"] != queue:
-        raise ExerciseIncorrect(f"the entry for {call} has queue {entry['queue']!r}; it came from "
-                                f"{queue!r} (sender.request.delivery_info['routing_key'])")
+        raise ExerciseIncorrect(_("the entry for {call} has queue {got}; it came from "
+                                  "{want} (sender.request.delivery_info['routing_key'])",
+                                  call=call, got=repr(entry["queue"]), want=repr(queue)))
     if entry["exception"] != exception:
-        raise ExerciseIncorrect(f"the entry for {call} has exception {describe(entry['exception'])}; the "
-                                f"exception's class name, {exception!r}, was expected")
+        raise ExerciseIncorrect(_("the entry for {call} has exception {got}; the "
+                                  "exception's class name, {want}, was expected",
+                                  call=call, got=describe(entry["exception"]), want=repr(exception)))
 
 
 class FailureHook(BindHint, BehaviourCheck):
@@ -104,13 +109,13 @@ class FailureHook(BindHint, BehaviourCheck):
     #: (args, kwargs, queue, fails): one bad row by keyword, one from another queue
     calls = [(("7,Widget,9.50",), {}, "celery", False), ((), {"row": "8,Gadget,lots"}, "celery", True),
              (("9;Gizmo;1.0",), {}, "lab06_import", True)]
-    correct = "every failed import_row lands in dead_letters once, with its id, name, arguments and exception."
+    correct = N_("every failed import_row lands in dead_letters once, with its id, name, arguments and exception.")
     hints = (
-        "In `record_dead_letter`, build a dict with the six keys and push it as JSON onto the list: "
-        "`redis_client().rpush(\"dead_letters\", json.dumps(entry))`.",
-        "`sender` is the task: `sender.name` is its name and `sender.request.delivery_info"
-        "[\"routing_key\"]` its queue; `type(exception).__name__` is the exception's class name; "
-        "`list(args)` makes the arguments JSON-friendly.",
+        N_("In `record_dead_letter`, build a dict with the six keys and push it as JSON onto the list: "
+           "`redis_client().rpush(\"dead_letters\", json.dumps(entry))`."),
+        N_("`sender` is the task: `sender.name` is its name and `sender.request.delivery_info"
+           "[\"routing_key\"]` its queue; `type(exception).__name__` is the exception's class name; "
+           "`list(args)` makes the arguments JSON-friendly."),
     )
     solution_text = """
         def record_dead_letter(sender=None, task_id=None, exception=None, args=None, kwargs=None, **extra):
@@ -124,14 +129,15 @@ class FailureHook(BindHint, BehaviourCheck):
         hook = self.callable_named(ns, "record_dead_letter")
         task = self.task_named(ns, self.task)
         if not _hook_connected(hook):
-            raise ExerciseIncorrect("record_dead_letter is not connected to the task_failure signal: "
-                                    "run the cell that connects it")
+            raise ExerciseIncorrect(_("record_dead_letter is not connected to the task_failure signal: "
+                                      "run the cell that connects it"))
         client = redis_client()
         # a hook that still raises NotImplementedError is "not attempted" (Celery would only log it)
         probe = call_with_deadline(hook, sender=task, task_id="lab06-probe", exception=ValueError("probe"),
                                    args=["probe"], kwargs={}, timeout=self.timeout)
         if isinstance(probe.error, NotImplementedError):
-            raise ExerciseNotAttempted("`record_dead_letter` still raises NotImplementedError: write your code there")
+            raise ExerciseNotAttempted(_("`record_dead_letter` still raises NotImplementedError: write your code "
+                                         "there"))
         client.delete(DEAD_LETTERS)
         with Trial(self.timeout) as trial:
             sent = []
@@ -152,18 +158,20 @@ class FailureHook(BindHint, BehaviourCheck):
             if not fails and o.state == "FAILURE":
                 raise self.failed(call, o.exc)
             if fails and o.state != "FAILURE":
-                raise ExerciseIncorrect(f"{call} returned {describe(o.value)}; it should fail")
+                raise ExerciseIncorrect(_("{call} returned {got}; it should fail", call=call, got=describe(o.value)))
             mine = [e for e in entries if isinstance(e, dict) and e.get("task_id") == pub.task_id]
             if not fails and mine:
-                raise ExerciseIncorrect(f"{call} succeeded, but an entry for it landed in {DEAD_LETTERS!r}")
+                raise ExerciseIncorrect(_("{call} succeeded, but an entry for it landed in {dlq}", call=call,
+                                          dlq=repr(DEAD_LETTERS)))
             if fails and not mine:
                 if entries:  # say what is wrong with what did land
                     _judge_entry(entries[0], call, pub.task_id, task.name, args, "ValueError", kwargs, queue)
-                raise ExerciseIncorrect(f"{call} failed, but nothing landed in {DEAD_LETTERS!r}: does "
-                                        f"record_dead_letter push onto that list?")
+                raise ExerciseIncorrect(_("{call} failed, but nothing landed in {dlq}: does "
+                                          "record_dead_letter push onto that list?", call=call, dlq=repr(DEAD_LETTERS)))
             if len(mine) > 1:
-                raise ExerciseIncorrect(f"{call} landed in {DEAD_LETTERS!r} {len(mine)} times: is the hook "
-                                        f"connected more than once?")
+                raise ExerciseIncorrect(_("{call} landed in {dlq} {times} times: is the hook "
+                                          "connected more than once?", call=call, dlq=repr(DEAD_LETTERS),
+                                          times=len(mine)))
             if fails:
                 _judge_entry(mine[0], call, pub.task_id, task.name, args, "ValueError", kwargs, queue)
 
@@ -188,12 +196,12 @@ class RetriesThenDeadLetter(BindHint, BehaviourCheck):
     task = "charge"
     timeout = 6.0
     pause = (0.05, 0.6)  #: accepted seconds between a failure and its retry ("0.1 s apart")
-    correct = "charge retries the bank twice; only tasks that fail for good land in dead_letters, once each."
+    correct = N_("charge retries the bank twice; only tasks that fail for good land in dead_letters, once each.")
     hints = (
-        "Let Celery retry: `@app.task(autoretry_for=(ConnectionError,), max_retries=2, "
-        "retry_kwargs={\"countdown\": 0.1})`. Your q1 hook does the rest: task_failure is only sent "
-        "when a task fails for good, never for a retry.",
-        "A ValueError (a refused card) should not be retried: leave it out of autoretry_for.",
+        N_("Let Celery retry: `@app.task(autoretry_for=(ConnectionError,), max_retries=2, "
+           "retry_kwargs={\"countdown\": 0.1})`. Your q1 hook does the rest: task_failure is only sent "
+           "when a task fails for good, never for a retry."),
+        N_("A ValueError (a refused card) should not be retried: leave it out of autoretry_for."),
     )
     solution_text = """
         @app.task(autoretry_for=(ConnectionError,), max_retries=2, retry_kwargs={"countdown": 0.1})
@@ -201,10 +209,10 @@ class RetriesThenDeadLetter(BindHint, BehaviourCheck):
             return bank_api(card)
     """
     cases = [
-        ("4111-ok", 0, False, "a bank that answers"),
-        ("4111-flaky", 1, False, "a bank that times out once"),
-        ("4111-down", 2, True, "a bank that never answers"),
-        ("5111-refused", 0, True, "a refused card"),
+        ("4111-ok", 0, False, N_("a bank that answers")),
+        ("4111-flaky", 1, False, N_("a bank that times out once")),
+        ("4111-down", 2, True, N_("a bank that never answers")),
+        ("5111-refused", 0, True, N_("a refused card")),
     ]
 
     def _check(self, ns):
@@ -223,35 +231,48 @@ class RetriesThenDeadLetter(BindHint, BehaviourCheck):
         entries = _entries(client)
         for card, retries, lands, about, pub in sent:
             call = fmt_call(self.task, (card,))
+            about = _(about)  # the case, in the learner's language
             o = outcomes[pub.task_id]
             self.finished(call, o)
             if isinstance(o.exc, NotImplementedError):
                 raise self.failed(call, o.exc)
             n = len(o.retried)
             if n != retries:
-                raise ExerciseIncorrect(f"{call} ({about}) was retried {n} time{'s' if n != 1 else ''}; "
-                                        f"it should be retried {retries} time{'s' if retries != 1 else ''}")
+                if n == 1:
+                    text = _("{call} ({about}) was retried 1 time; it should be retried {retries} times",
+                             call=call, about=about, retries=retries)
+                elif retries == 1:
+                    text = _("{call} ({about}) was retried {n} times; it should be retried 1 time",
+                             call=call, about=about, n=n)
+                else:
+                    text = _("{call} ({about}) was retried {n} times; it should be retried {retries} times",
+                             call=call, about=about, n=n, retries=retries)
+                raise ExerciseIncorrect(text)
             lo, hi = self.pause
             # planned (ETA) delays: from the failed attempt's start for "too soon", from the retry's
             # publication for "too late" (load can only lengthen the first and shorten the second)
             for pause, soonest in zip(o.retry_delays, o.retry_delays_from_start):
                 if soonest < lo or pause > hi:
                     pause = soonest if soonest < lo else pause
-                    raise ExerciseIncorrect(f"{call} ({about}) was retried {pause:.1f} s after it failed; "
-                                            f"retry 0.1 s apart")
+                    raise ExerciseIncorrect(_("{call} ({about}) was retried {pause:.1f} s after it failed; "
+                                              "retry 0.1 s apart", call=call, about=about, pause=pause))
             if lands and o.state != "FAILURE":
-                raise ExerciseIncorrect(f"{call} ({about}) returned {describe(o.value)}; it should fail")
+                raise ExerciseIncorrect(_("{call} ({about}) returned {got}; it should fail", call=call, about=about,
+                                          got=describe(o.value)))
             if not lands and o.state == "FAILURE":
-                raise self.failed(f"{call} ({about})", o.exc)
+                raise self.failed(_("{call} ({about})", call=call, about=about), o.exc)
             mine = [e for e in entries if isinstance(e, dict) and e.get("task_id") == pub.task_id]
             if not lands and mine:
-                raise ExerciseIncorrect(f"{call} ({about}) succeeded in the end, but landed in {DEAD_LETTERS!r}")
+                raise ExerciseIncorrect(_("{call} ({about}) succeeded in the end, but landed in {dlq}", call=call,
+                                          about=about, dlq=repr(DEAD_LETTERS)))
             if lands and not mine:
-                raise ExerciseIncorrect(f"{call} ({about}) failed for good, but no entry in {DEAD_LETTERS!r} has "
-                                        f"its task id: is your q1 hook connected?")
+                raise ExerciseIncorrect(_("{call} ({about}) failed for good, but no entry in {dlq} has "
+                                          "its task id: is your q1 hook connected?", call=call, about=about,
+                                          dlq=repr(DEAD_LETTERS)))
             if len(mine) > 1:
-                raise ExerciseIncorrect(f"{call} ({about}) landed in {DEAD_LETTERS!r} {len(mine)} times: once per "
-                                        f"task, after its last retry")
+                raise ExerciseIncorrect(_("{call} ({about}) landed in {dlq} {times} times: once per "
+                                          "task, after its last retry", call=call, about=about,
+                                          dlq=repr(DEAD_LETTERS), times=len(mine)))
 
 
 class Replay(BehaviourCheck):
@@ -260,13 +281,14 @@ class Replay(BehaviourCheck):
 
     sender = "replay_dead_letters"
     timeout = 6.0
-    correct = "replay_dead_letters sends each dead letter back to its queue with its arguments, and empties the list."
+    correct = N_("replay_dead_letters sends each dead letter back to its queue with its arguments, and empties "
+                 "the list.")
     hints = (
-        "Take the entries off the list one by one (`redis_client().lpop(\"dead_letters\")` returns "
-        "None when it is empty), `json.loads` each, and send it with `app.send_task(name, args=..., "
-        "kwargs=..., queue=...)`.",
-        "Use the entry's `queue`: the replayed task must go back where it came from. Collect what "
-        "`send_task` returns and return that list.",
+        N_("Take the entries off the list one by one (`redis_client().lpop(\"dead_letters\")` returns "
+           "None when it is empty), `json.loads` each, and send it with `app.send_task(name, args=..., "
+           "kwargs=..., queue=...)`."),
+        N_("Use the entry's `queue`: the replayed task must go back where it came from. Collect what "
+           "`send_task` returns and return that list."),
     )
     solution_text = """
         def replay_dead_letters():
@@ -306,30 +328,38 @@ class Replay(BehaviourCheck):
             value = self.run_learner(trial, f"{self.sender}()", replay, name=self.sender)
             published = [e for e in trial.recorder.published(before) if e.name == name]
             if not published:
-                raise ExerciseIncorrect(f"{self.sender}() sent no task: send each entry with app.send_task")
+                raise ExerciseIncorrect(_("{sender}() sent no task: send each entry with app.send_task",
+                                          sender=self.sender))
             if len(published) != len(planned):
-                raise ExerciseIncorrect(f"{self.sender}() sent {len(published)} tasks for {len(planned)} dead letters")
+                raise ExerciseIncorrect(_("{sender}() sent {sent} tasks for {planned} dead letters",
+                                          sender=self.sender, sent=len(published), planned=len(planned)))
             left = client.llen(DEAD_LETTERS)
+            if left == 1:
+                raise ExerciseIncorrect(_("{dlq} still holds 1 entry after the replay: take each entry off the list",
+                                          dlq=repr(DEAD_LETTERS)))
             if left:
-                raise ExerciseIncorrect(f"{DEAD_LETTERS!r} still holds {left} entr{'y' if left == 1 else 'ies'} "
-                                        f"after the replay: take each entry off the list")
+                raise ExerciseIncorrect(_("{dlq} still holds {left} entries after the replay: take each entry off "
+                                          "the list", dlq=repr(DEAD_LETTERS), left=left))
             results = list(value) if isinstance(value, (list, tuple)) else None
             if results is None or len(results) != len(planned):
-                raise ExerciseIncorrect(f"{self.sender}() returned {describe(value)}: return the list of "
-                                        f"AsyncResults that send_task gave you")
+                raise ExerciseIncorrect(_("{sender}() returned {got}: return the list of "
+                                          "AsyncResults that send_task gave you", sender=self.sender,
+                                          got=describe(value)))
             outcomes = trial.run(app, [p.task_id for p in published], queues=["celery", "lab06_restock"])
         by_args = {json.dumps(p.data["args"]): outcomes[p.task_id] for p in published}
         for entry in planned:
             call = fmt_call("restock", entry["args"], entry["kwargs"])
             o = by_args.get(json.dumps(entry["args"]))
             if o is None:
-                raise ExerciseIncorrect(f"no task was sent with the arguments of the dead letter {call}")
+                raise ExerciseIncorrect(_("no task was sent with the arguments of the dead letter {call}", call=call))
             value = self.succeeded(call, o)
             args = entry["args"]
             if value != [args[0], args[1] if len(args) > 1 else 1, entry["kwargs"].get("note")]:
-                raise ExerciseIncorrect(f"{call} ran with other arguments: pass the entry's args and kwargs")
+                raise ExerciseIncorrect(_("{call} ran with other arguments: pass the entry's args and kwargs",
+                                          call=call))
             if o.queue != entry["queue"]:
-                raise ExerciseIncorrect(f"{call} went to the queue {o.queue!r}, not back to {entry['queue']!r}")
+                raise ExerciseIncorrect(_("{call} went to the queue {got}, not back to {want}", call=call,
+                                          got=repr(o.queue), want=repr(entry["queue"])))
 
 
 __all__ = ["____", "parse_row", "bank_api", "dead_letters", "redis_client", "json"] + bind(
