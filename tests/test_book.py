@@ -368,9 +368,9 @@ def test_every_page_opens_offline_with_working_links_and_its_charts(served, chro
 #: (2: the live view's flow and timeline panels, stop(show_final=True, panels=("flow", "timeline")))
 FINAL_STATE_CHARTS = {
     **{f"notebooks/{stem}.html": 2 for stem in ("01_architecture", "02_serialization", "03_scheduling",
-                                                 "04_priority_routing", "05_retries", "06_dead_letter", "10_workflows",
-                                                 "11_testing")},
-    **{f"notebooks/{stem}.html": 1 for stem in ("07_monitoring", "08_production")}}
+                                                 "04_priority_routing", "05_retries", "06_dead_letter", "08_production",
+                                                 "10_workflows", "11_testing")},
+    **{f"notebooks/{stem}.html": 1 for stem in ("07_monitoring",)}}
 
 _NOTES_JS = """() => Array.from(document.querySelectorAll('.book-output-note')).map(note => {
     const title = (note.querySelector('.admonition-title') || {}).textContent || '';
