@@ -29,6 +29,7 @@ from typing import Iterable
 from celery import Celery
 
 from .events import FINAL_STATES, STATES, Summary, Watcher, active_watcher, short_host
+from .i18n import N_, _
 
 #: One colour per task state, used by every view (readable on light and dark themes).
 COLORS = {
@@ -42,14 +43,17 @@ COLORS = {
     "revoked": "#555555",
     "rejected": "#9c755f",
 }
-LIVE_TEXT = "celerylab live view (widgets: shown while the kernel runs)"
+#: The queue-depth line of messages delivered to a worker and not acknowledged yet.
+UNACKED = N_("unacked (prefetched or running)")
+LIVE_TEXT = N_("celerylab live view (widgets: shown while the kernel runs)")
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
-def _widget_bundle(widget, text: str = LIVE_TEXT) -> dict:
+def _widget_bundle(widget, text: str | None = None) -> dict:
     """A display bundle for a widget whose text/plain is fixed (nbval compares text/plain)."""
-    return {"text/plain": text, WIDGET_MIME: {"version_major": 2, "version_minor": 0, "model_id": widget.model_id}}
+    return {"text/plain": _(LIVE_TEXT) if text is None else text,
+            WIDGET_MIME: {"version_major": 2, "version_minor": 0, "model_id": widget.model_id}}
 
 
 # ---------------------------------------------------------------------------------------
@@ -59,6 +63,15 @@ _BOX = ("border:1px solid #bbb;border-radius:6px;padding:6px 8px;margin:4px 0;ba
         "color:#222;min-width:150px")
 _COL = "display:flex;flex-direction:column;justify-content:flex-start;flex:1 1 0;min-width:160px"
 _ARROW = "align-self:center;font-size:22px;color:#888;padding:0 6px"
+
+
+#: A priority band's row in a queue's box: (highest band?, depths sampled?) -> template
+BAND_ROWS = {
+    (True, True): N_("band {band} (highest): sent {sent}, waiting {waiting}"),
+    (False, True): N_("band {band}: sent {sent}, waiting {waiting}"),
+    (True, False): N_("band {band} (highest): sent {sent}"),
+    (False, False): N_("band {band}: sent {sent}"),
+}
 
 
 def _pill(label: str, n: int, color: str) -> str:
@@ -81,18 +94,20 @@ def flow_html(summary: Summary, depths: dict | None = None, live: bool = True, t
     """
     s = summary
     sent = sum(sum(b.values()) for b in s.bands.values())
-    head = html.escape(title or "Task flow")
+    head = html.escape(title or _("Task flow"))
     marker = f' data-events="{events}"' if events is not None else ""
     out = [f'<div class="celerylab-flow"{marker} style="font-family:sans-serif;font-size:13px;color:#222;'
            f'background:#fff;padding:6px;border:1px solid #ddd;border-radius:8px">',
-           f'<div style="font-weight:bold;margin-bottom:4px">{head}: {s.tasks} tasks, '
-           f'in flight: {s.in_flight}</div>',
+           '<div style="font-weight:bold;margin-bottom:4px">'
+           + _("{title}: {tasks} tasks, in flight: {in_flight}", title=head, tasks=s.tasks, in_flight=s.in_flight)
+           + "</div>",
            '<div style="display:flex;flex-direction:row;align-items:stretch">']
 
     # client
-    out.append(f'<div style="{_COL}"><div style="font-weight:bold">Client</div>'
+    client, sent_events = _("Client"), _("task-sent events")
+    out.append(f'<div style="{_COL}"><div style="font-weight:bold">{client}</div>'
                f'<div style="{_BOX}">{_pill("sent", sent, COLORS["sent"])}'
-               f'<div style="font-size:11px;color:#555">task-sent events</div></div></div>')
+               f'<div style="font-size:11px;color:#555">{sent_events}</div></div></div>')
     out.append(f'<div style="{_ARROW}">&#10132;</div>')
 
     # queues and their priority bands
@@ -100,9 +115,9 @@ def flow_html(summary: Summary, depths: dict | None = None, live: bool = True, t
     if depths:  # a queue with messages waiting shows even before any task-sent event was seen
         queues |= {k[0] for k, v in depths.items() if k != "unacked" and v}
     queues = sorted(queues)
-    out.append(f'<div style="{_COL}"><div style="font-weight:bold">Broker queues</div>')
+    out.append(f'<div style="{_COL}"><div style="font-weight:bold">' + _("Broker queues") + "</div>")
     if not queues:
-        out.append(f'<div style="{_BOX};color:#777">no tasks yet</div>')
+        out.append(f'<div style="{_BOX};color:#777">' + _("no tasks yet") + "</div>")
     for q in queues:
         bands = s.bands.get(q, {})
         waiting = None
@@ -112,31 +127,33 @@ def flow_html(summary: Summary, depths: dict | None = None, live: bool = True, t
         if depths:
             waiting = sum(queue_depths.values())
         for b in band_list if s.banded else ():
-            row = f'band {b}{" (highest)" if b == 0 else ""}: sent {bands.get(b, 0)}'
             if depths:
-                row += f", waiting {queue_depths.get(b, 0)}"
+                row = _(BAND_ROWS[b == 0, True], band=b, sent=bands.get(b, 0), waiting=queue_depths.get(b, 0))
+            else:
+                row = _(BAND_ROWS[b == 0, False], band=b, sent=bands.get(b, 0))
             band_rows.append(f"<div>{html.escape(row)}</div>")
-        wait_txt = f'<div>waiting now: <b>{waiting}</b></div>' if waiting is not None else ""
+        wait_txt = ("<div>" + _("waiting now: <b>{waiting}</b>", waiting=waiting) + "</div>"
+                    if waiting is not None else "")
         out.append(f'<div style="{_BOX}"><div><b>{html.escape(q)}</b></div>{wait_txt}'
                    f'<div style="font-size:11px;color:#555">{"".join(band_rows)}</div>'
                    f'<div>{_pills(s.queues.get(q, {}), STATES)}</div></div>')
     if depths and "unacked" in depths:
-        out.append(f'<div style="font-size:11px;color:#555">unacked (prefetched or running): '
-                   f'{depths["unacked"]}</div>')
+        out.append('<div style="font-size:11px;color:#555">'
+                   + _("unacked (prefetched or running): {unacked}", unacked=depths["unacked"]) + "</div>")
     out.append("</div>")
     out.append(f'<div style="{_ARROW}">&#10132;</div>')
 
     # workers
-    out.append(f'<div style="{_COL}"><div style="font-weight:bold">Workers</div>')
+    out.append(f'<div style="{_COL}"><div style="font-weight:bold">' + _("Workers") + "</div>")
     if not s.workers:
-        out.append(f'<div style="{_BOX};color:#777">no worker seen yet</div>')
+        out.append(f'<div style="{_BOX};color:#777">' + _("no worker seen yet") + "</div>")
     for host in sorted(s.workers):
         w = s.workers[host]
         status = ""
         if live:
-            dot = {True: ("#59a14f", "online"), False: ("#e15759", "offline"), None: ("#aaa", "?")}[w.online]
-            status = (f' <span style="color:{dot[0]}">&#9679;</span> <span style="font-size:11px">{dot[1]}'
-                      f", running {w.active}</span>")
+            dot = {True: ("#59a14f", _("online")), False: ("#e15759", _("offline")), None: ("#aaa", "?")}[w.online]
+            status = (f' <span style="color:{dot[0]}">&#9679;</span> <span style="font-size:11px">'
+                      + _("{status}, running {running}", status=dot[1], running=w.active) + "</span>")
         label = host if live else w.name
         out.append(f'<div style="{_BOX}"><div><b>{html.escape(label)}</b>{status}</div>'
                    f'<div>{_pills(w.events, STATES[1:])}</div></div>')
@@ -146,13 +163,16 @@ def flow_html(summary: Summary, depths: dict | None = None, live: bool = True, t
     # result backend: final states
     finals = {k: s.states[k] for k in FINAL_STATES}
     busy = {k: s.states[k] for k in ("sent", "received", "started", "retried")}
-    out.append(f'<div style="{_COL}"><div style="font-weight:bold">Result backend</div>'
-               f'<div style="{_BOX}">{_pills(finals, FINAL_STATES) or "no results yet"}'
-               f'<div style="font-size:11px;color:#555;margin-top:3px">not finished: '
-               f'{_pills(busy, busy) or "none"}</div></div></div>')
+    backend = _("Result backend")
+    results = _pills(finals, FINAL_STATES) or _("no results yet")
+    not_finished = _("not finished: {states}", states=_pills(busy, busy) or _("none"))
+    out.append(f'<div style="{_COL}"><div style="font-weight:bold">{backend}</div>'
+               f'<div style="{_BOX}">{results}'
+               f'<div style="font-size:11px;color:#555;margin-top:3px">{not_finished}</div></div></div>')
     out.append("</div>")
     if s.errors and live:
-        out.append(f'<div style="color:#b00;font-size:12px">event receiver: {html.escape(s.errors[-1])}</div>')
+        out.append('<div style="color:#b00;font-size:12px">'
+                   + _("event receiver: {error}", error=html.escape(s.errors[-1])) + "</div>")
     out.append("</div>")
     return "".join(out)
 
@@ -172,8 +192,8 @@ class FlowView:
         sampler = self.watcher.sampler
         depths = sampler.latest() if sampler is not None else None
         seen = len(self.watcher.state.timeline) + self.watcher.state.dropped   # before the snapshot
-        return flow_html(self.watcher.summary(), depths, live=True, title=f"Task flow of {self.watcher.app.main!r}",
-                         events=seen)
+        return flow_html(self.watcher.summary(), depths, live=True,
+                         title=_("Task flow of {app}", app=repr(self.watcher.app.main)), events=seen)
 
     def refresh(self) -> None:
         value = self.render()
@@ -189,8 +209,8 @@ class FlowView:
 # Timeline: a Gantt chart per worker slot
 # ---------------------------------------------------------------------------------------
 _OUTCOMES = ("running", "succeeded", "retried", "failed", "revoked", "rejected")
-_MARKS = {"retried": ("diamond", "retry"), "failed": ("x", "failure"), "revoked": ("square-x", "revoke"),
-          "rejected": ("circle-x", "reject")}
+_MARKS = {"retried": ("diamond", N_("retry")), "failed": ("x", N_("failure")),
+          "revoked": ("square-x", N_("revoke")), "rejected": ("circle-x", N_("reject"))}
 
 
 def _lane(hostname: str, slot: int) -> str:
@@ -210,12 +230,12 @@ class TimelineView:
             fig.add_bar(orientation="h", name=outcome, marker_color=COLORS[outcome], marker_line_width=0,
                         x=[], base=[], y=[], hovertemplate="%{hovertext}<extra></extra>", hovertext=[])
         for kind, (symbol, name) in _MARKS.items():
-            fig.add_scatter(mode="markers", name=name, x=[], y=[], marker=dict(symbol=symbol, size=10,
+            fig.add_scatter(mode="markers", name=_(name), x=[], y=[], marker=dict(symbol=symbol, size=10,
                             color=COLORS[kind], line=dict(width=1, color="#222")),
                             hovertemplate="%{hovertext}<extra></extra>", hovertext=[])
-        fig.update_layout(title="Task timeline per worker slot", barmode="overlay", height=220,
+        fig.update_layout(title=_("Task timeline per worker slot"), barmode="overlay", height=220,
                           margin=dict(l=90, r=20, t=60, b=40), legend=dict(orientation="h", y=1.12),
-                          xaxis=dict(title="seconds since watching started"),
+                          xaxis=dict(title=_("seconds since watching started")),
                           yaxis=dict(type="category", autorange="reversed"))
         self.widget = fig
         self._last = None
@@ -239,8 +259,10 @@ class TimelineView:
             dx.append(round(max(end - start, min_width), 4))
             base.append(round(start, 4))
             y.append(lane)
-            text.append(f"{r.name} {r.uuid[:8]}<br>{r.outcome}, {end - start:.3f} s"
-                        + (f", retry {r.retries}" if r.retries else "")
+            run = dict(outcome=r.outcome, seconds=end - start)
+            text.append(f"{r.name} {r.uuid[:8]}<br>"
+                        + (_("{outcome}, {seconds:.3f} s, retry {retries}", retries=r.retries, **run) if r.retries
+                           else _("{outcome}, {seconds:.3f} s", **run))
                         + (f"<br>{html.escape(r.exception)}" if r.exception else ""))
         points = {k: ([], [], []) for k in _MARKS}
         for m in marks:
@@ -303,15 +325,16 @@ class TimelineView:
             if any(xs):
                 fig.add_bar(orientation="h", name=outcome, x=xs, y=names, marker_color=COLORS[outcome],
                             text=[str(x) if x else "" for x in xs], textposition="inside",
-                            hovertemplate=f"%{{y}}: %{{x}} {outcome}<extra></extra>")
+                            hovertemplate=_("%{{y}}: %{{x}} {outcome}<extra></extra>", outcome=outcome))
         if not names:
-            fig.add_annotation(text="no task ran", showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+            fig.add_annotation(text=_("no task ran"), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
             fig.update_xaxes(visible=False)
             fig.update_yaxes(visible=False)
-        fig.update_layout(title=(title or "Task runs") + " by outcome (the timeline's bars and marks counted; their times are live only)",
+        fig.update_layout(title=_("{title} by outcome (the timeline's bars and marks counted; "
+                                  "their times are live only)", title=title or _("Task runs")),
                           barmode="stack", height=140 + 30 * max(len(names), 1),
                           margin=dict(l=160, r=20, t=60, b=40), legend=dict(orientation="h", y=-0.25),
-                          xaxis=dict(title="runs", rangemode="tozero"),
+                          xaxis=dict(title=_("runs"), rangemode="tozero"),
                           yaxis=dict(type="category", autorange="reversed"))
         return fig
 
@@ -321,12 +344,11 @@ class TimelineView:
         counts = self.final_counts()
         rows = "".join(f"<tr><td>{html.escape(task)}</td><td>{html.escape(_counts_text(per))}</td></tr>"
                        for task, per in counts.items())
-        bundle = _plotly_bundle(self.final_figure(f"Timeline of {name!r}"))
-        bundle["text/html"] = (f'<table class="celerylab-timeline-final"><caption>Timeline of {html.escape(repr(name))}: '
-                               f"runs by outcome</caption>{rows}</table>")
-        bundle["text/plain"] = (f"Final state of the timeline of {name!r}: "
-                                + ("; ".join(f"{task}: {_counts_text(per)}" for task, per in counts.items())
-                                   or "no task ran"))
+        bundle = _plotly_bundle(self.final_figure(_("Timeline of {app}", app=repr(name))))
+        caption = _("Timeline of {app}: runs by outcome", app=html.escape(repr(name)))
+        bundle["text/html"] = f'<table class="celerylab-timeline-final"><caption>{caption}</caption>{rows}</table>'
+        runs = "; ".join(f"{task}: {_counts_text(per)}" for task, per in counts.items()) or _("no task ran")
+        bundle["text/plain"] = _("Final state of the timeline of {app}: {runs}", app=repr(name), runs=runs)
         return bundle
 
     def show_final(self) -> None:
@@ -359,11 +381,12 @@ class QueueDepthView:
         self.watcher = watcher
         self.window = window
         fig = go.FigureWidget()
-        note = "" if watcher.sampler is not None else " (not sampled: Redis brokers only)"
-        fig.update_layout(title="Queue depth (LLEN of the queue + its priority-band lists)" + note,
+        title = (_("Queue depth (LLEN of the queue + its priority-band lists)") if watcher.sampler is not None
+                 else _("Queue depth (LLEN of the queue + its priority-band lists) (not sampled: Redis brokers only)"))
+        fig.update_layout(title=title,
                           height=300, margin=dict(l=60, r=20, t=60, b=40), legend=dict(orientation="h", y=1.12),
-                          xaxis=dict(title="seconds since watching started", rangemode="tozero"),
-                          yaxis=dict(title="messages", rangemode="tozero"))
+                          xaxis=dict(title=_("seconds since watching started"), rangemode="tozero"),
+                          yaxis=dict(title=_("messages"), rangemode="tozero"))
         self.widget = fig
         self._traces: dict = {}
         self._count = -1
@@ -371,23 +394,28 @@ class QueueDepthView:
 
     def series(self) -> dict:
         """{line name: (times, values)} for the sampled window."""
+        return {name: (xs, ys) for name, (xs, ys, _dash) in self._series().items()}
+
+    def _series(self) -> dict:
+        """{line name: (times, values, dash)}: a queue's line solid, a band's dashed, unacked dotted."""
         sampler = self.watcher.sampler
         if sampler is None:
             return {}
         samples = list(sampler.samples[-self.window:])
         used = set()
-        for _, depths in samples:
+        for _t, depths in samples:
             used.update(k for k, v in depths.items() if v and k != "unacked")
-        queues = sorted({q for q, _ in used} | {self.watcher.app.conf.task_default_queue or "celery"})
-        xs = [round(t, 3) for t, _ in samples]
+        queues = sorted({q for q, _b in used} | {self.watcher.app.conf.task_default_queue or "celery"})
+        xs = [round(t, 3) for t, _d in samples]
         out = {}
         for q in queues:
-            out[q] = (xs, [sum(v for k, v in d.items() if k != "unacked" and k[0] == q) for _, d in samples])
+            out[q] = (xs, [sum(v for k, v in d.items() if k != "unacked" and k[0] == q) for _t, d in samples], "solid")
             bands = sorted(b for qq, b in used if qq == q)
             if bands and bands != [0]:
                 for b in bands:
-                    out[f"{q} · band {b}"] = (xs, [d.get((q, b), 0) for _, d in samples])
-        out["unacked (prefetched or running)"] = (xs, [d.get("unacked", 0) for _, d in samples])
+                    out[_("{queue} · band {band}", queue=q, band=b)] = (xs, [d.get((q, b), 0) for _t, d in samples],
+                                                                         "dash")
+        out[_(UNACKED)] = (xs, [d.get("unacked", 0) for _t, d in samples], "dot")
         return out
 
     def refresh(self) -> None:
@@ -396,13 +424,12 @@ class QueueDepthView:
         if count == self._count:
             return
         self._count = count
-        series = self.series()
+        series = self._series()
         fig = self.widget
         with fig.batch_update():
-            for name, (xs, ys) in series.items():
+            for name, (xs, ys, dash) in series.items():
                 trace = self._traces.get(name)
                 if trace is None:
-                    dash = "dot" if name.startswith("unacked") else ("dash" if "band" in name else "solid")
                     fig.add_scatter(mode="lines", name=name, line=dict(dash=dash, shape="hv"), x=xs, y=ys)
                     trace = self._traces[name] = fig.data[-1]
                 else:
@@ -418,7 +445,7 @@ class QueueDepthView:
         # every queue sampled (not only those seen non-empty, which depends on when samples ran)
         queues = sorted({k[0] for k in latest if k != "unacked"} | {self.watcher.app.conf.task_default_queue or "celery"})
         out = {q: sum(v for k, v in latest.items() if k != "unacked" and k[0] == q) for q in queues}
-        out["unacked (prefetched or running)"] = latest.get("unacked", 0)
+        out[UNACKED] = latest.get("unacked", 0)
         return out
 
     def final_figure(self, title: str = ""):
@@ -428,18 +455,19 @@ class QueueDepthView:
         depths = self.final_depths()
         fig = go.Figure()
         if depths is None:
-            fig.add_annotation(text="not sampled: queue depth is read on Redis brokers only", showarrow=False,
+            fig.add_annotation(text=_("not sampled: queue depth is read on Redis brokers only"), showarrow=False,
                                x=0.5, y=0.5, xref="paper", yref="paper")
             fig.update_xaxes(visible=False)
             fig.update_yaxes(visible=False)
         else:
             names = list(depths)
-            fig.add_bar(orientation="h", x=[depths[n] for n in names], y=names, marker_color="#4e79a7",
-                        text=[str(depths[n]) for n in names], textposition="auto",
-                        hovertemplate="%{y}: %{x} messages<extra></extra>")
-        fig.update_layout(title=(title or "Queue depth") + " when the view stopped (the curves over time are live only)",
+            fig.add_bar(orientation="h", x=[depths[n] for n in names], y=[_line(n) for n in names],
+                        marker_color="#4e79a7", text=[str(depths[n]) for n in names], textposition="auto",
+                        hovertemplate=_("%{y}: %{x} messages<extra></extra>"))
+        fig.update_layout(title=_("{title} when the view stopped (the curves over time are live only)",
+                                  title=title or _("Queue depth")),
                           height=140 + 30 * max(len(depths or {}), 1), margin=dict(l=200, r=20, t=60, b=40),
-                          xaxis=dict(title="messages", rangemode="tozero"),
+                          xaxis=dict(title=_("messages"), rangemode="tozero"),
                           yaxis=dict(type="category", autorange="reversed"))
         return fig
 
@@ -447,13 +475,13 @@ class QueueDepthView:
         """Display bundle: plotly JSON, an HTML table, one text line."""
         name = self.watcher.app.main
         depths = self.final_depths()
-        bundle = _plotly_bundle(self.final_figure(f"Queue depth of {name!r}"))
-        rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in (depths or {}).items())
-        bundle["text/html"] = (f'<table class="celerylab-queue-depth-final"><caption>Queue depth of '
-                               f"{html.escape(repr(name))} when the view stopped</caption>{rows}</table>")
-        bundle["text/plain"] = (f"Final state of the queue depth of {name!r}: "
-                                + ("not sampled (Redis brokers only)" if depths is None
-                                   else ", ".join(f"{k} {v}" for k, v in depths.items())))
+        bundle = _plotly_bundle(self.final_figure(_("Queue depth of {app}", app=repr(name))))
+        rows = "".join(f"<tr><td>{html.escape(_line(k))}</td><td>{v}</td></tr>" for k, v in (depths or {}).items())
+        caption = _("Queue depth of {app} when the view stopped", app=html.escape(repr(name)))
+        bundle["text/html"] = f'<table class="celerylab-queue-depth-final"><caption>{caption}</caption>{rows}</table>'
+        lines = (_("not sampled (Redis brokers only)") if depths is None
+                 else ", ".join(f"{_line(k)} {v}" for k, v in depths.items()))
+        bundle["text/plain"] = _("Final state of the queue depth of {app}: {lines}", app=repr(name), lines=lines)
         return bundle
 
     def show_final(self) -> None:
@@ -464,10 +492,15 @@ class QueueDepthView:
         return _widget_bundle(self.widget)
 
 
+def _line(name: str) -> str:
+    """A queue-depth line's name as the learner reads it (a queue's name is code: as it is)."""
+    return _(UNACKED) if name == UNACKED else name
+
+
 # ---------------------------------------------------------------------------------------
 # The final state, as a static, deterministic output
 # ---------------------------------------------------------------------------------------
-def final_figure(summary: Summary, title: str = "Final state"):
+def final_figure(summary: Summary, title: str = ""):
     """A plotly Sankey of where the tasks went: client -> queue/band -> worker -> state.
 
     Counts only (no times, ids or machine names), so the same run gives the same figure.
@@ -475,6 +508,7 @@ def final_figure(summary: Summary, title: str = "Final state"):
     import plotly.graph_objects as go
 
     s = summary
+    title = title or _("Final state")
     labels, colors, index = [], [], {}
 
     def node(key, label, color):
@@ -500,9 +534,9 @@ def final_figure(summary: Summary, title: str = "Final state"):
             per_worker[short_host(host)] = per_worker.get(short_host(host), 0) + n
         per_state[state] = per_state.get(state, 0) + n
     multi_band = {q for q, b in per_band if b} | {q for q in s.bands if len(s.bands[q]) > 1}
-    client = node("client", f"client: {s.tasks}", COLORS["sent"])
+    client = node("client", _("client: {tasks}", tasks=s.tasks), COLORS["sent"])
     for (q, band, host, state), n in flows:
-        qlabel = f"{q} (band {band})" if q in multi_band else q
+        qlabel = _("{queue} (band {band})", queue=q, band=band) if q in multi_band else q
         qn = node(("q", q, band), f"{qlabel}: {per_band[(q, band)]}", "#4e79a7")
         sn = node(("s", state), f"{state}: {per_state[state]}", COLORS.get(state, "#777"))
         link(client, qn, n, "rgba(140,140,140,0.35)")
@@ -513,21 +547,22 @@ def final_figure(summary: Summary, title: str = "Final state"):
             link(wn, sn, n, _rgba(COLORS.get(state, "#777"), 0.45))
         else:
             link(qn, sn, n, _rgba(COLORS.get(state, "#777"), 0.45))
-    states = ", ".join(f"{k}: {v}" for k, v in s.states.items() if v) or "no tasks"
+    states = ", ".join(f"{k}: {v}" for k, v in s.states.items() if v) or _("no tasks")
     fig = go.Figure()
     if links:
         pairs = list(links.items())
         fig.add_trace(go.Sankey(
             arrangement="snap", valueformat="d",
             node=dict(label=labels, color=colors, pad=18, thickness=16, line=dict(width=0)),
-            link=dict(source=[a for (a, _), _ in pairs], target=[b for (_, b), _ in pairs],
-                      value=[v for _, (v, _) in pairs], color=[c for _, (_, c) in pairs])))
+            link=dict(source=[a for (a, _b), _v in pairs], target=[b for (_a, b), _v in pairs],
+                      value=[v for _k, (v, _c) in pairs], color=[c for _k, (_v, c) in pairs])))
     else:
-        fig.add_annotation(text="no task events were seen", showarrow=False, x=0.5, y=0.5,
+        fig.add_annotation(text=_("no task events were seen"), showarrow=False, x=0.5, y=0.5,
                            xref="paper", yref="paper")
         fig.update_xaxes(visible=False)
         fig.update_yaxes(visible=False)
-    fig.update_layout(title=f"{title}: {s.tasks} tasks ({states})", height=360,
+    fig.update_layout(title=_("{title}: {tasks} tasks ({states})", title=title, tasks=s.tasks, states=states),
+                      height=360,
                       margin=dict(l=20, r=20, t=50, b=20), font=dict(size=12))
     return fig
 
@@ -543,11 +578,11 @@ def final_bundle(summary: Summary, name: str = "") -> dict:
     one text line (nbval and plain terminals). Deterministic for a given set of counts."""
     import plotly.io as pio
 
-    title = f"Final state of {name!r}" if name else "Final state"
+    title = _("Final state of {app}", app=repr(name)) if name else _("Final state")
     fig = final_figure(summary, title)
     bundle = dict(pio.renderers["plotly_mimetype"].to_mimebundle(fig.to_dict()))  # pinned renderer
     bundle["text/html"] = flow_html(summary, live=False, title=title)
-    bundle["text/plain"] = f"{title}: {summary.line()}"
+    bundle["text/plain"] = _("{title}: {summary}", title=title, summary=summary.line())
     return bundle
 
 
@@ -599,7 +634,8 @@ class LiveWatch(Watcher):
         panels = tuple(panels)
         unknown = set(panels) - {"flow", "timeline", "queue depth"}
         if unknown:
-            raise ValueError(f"unknown panel(s) {sorted(unknown)}: use 'flow', 'timeline', 'queue depth'")
+            raise ValueError(_("unknown panel(s) {panels}: use 'flow', 'timeline', 'queue depth'",
+                               panels=sorted(unknown)))
         if "flow" in panels:
             _display(final_bundle(self.summary(), self.app.main))
         if "timeline" in panels:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..i18n import _
 from .bank import Question
 
 CODE_TIMEOUT = 5.0
@@ -16,13 +17,13 @@ class Verdict:
 
 def check_choice(question: Question, picked) -> Verdict:
     if picked is None:
-        return Verdict(False, "pick an answer first")
+        return Verdict(False, _("pick an answer first"))
     if question.kind == "myth":
         picked = {"myth": False, "fact": True}.get(str(picked).lower(), picked)
         right = picked is question.answer
     else:
         right = picked == question.answer
-    return Verdict(right, "Correct." if right else "Not quite.")
+    return Verdict(right, _("Correct.") if right else _("Not quite."))
 
 
 def run_code(question: Question, source: str, timeout: float = CODE_TIMEOUT) -> Verdict:
@@ -36,11 +37,12 @@ def run_code(question: Question, source: str, timeout: float = CODE_TIMEOUT) -> 
     if question.checker is None:
         raise ValueError(f"question {question.id} has no code checker")
     if not source or not source.strip() or source.strip() == question.stub.strip():
-        return Verdict(False, "write your answer in the box first")
+        return Verdict(False, _("write your answer in the box first"))
     try:
         compiled = compile(source, f"<answer to {question.id}>", "exec")
     except SyntaxError as exc:
-        return Verdict(False, f"your code does not run: SyntaxError on line {exc.lineno}: {exc.msg}")
+        return Verdict(False, _("your code does not run: SyntaxError on line {line}: {error}", line=exc.lineno,
+                                 error=exc.msg))
     namespace: dict = {"__name__": f"quiz_{question.id.replace('-', '_')}"}
 
     def run():
@@ -49,13 +51,16 @@ def run_code(question: Question, source: str, timeout: float = CODE_TIMEOUT) -> 
 
     got = call_with_deadline(run, timeout=timeout)
     if got.timed_out:
-        return Verdict(False, f"your code did not finish within {timeout:g} s")
+        return Verdict(False, _("your code did not finish within {timeout:g} s", timeout=timeout))
     if isinstance(got.error, AssertionError):
-        return Verdict(False, str(got.error) or "not quite")
+        return Verdict(False, str(got.error) or _("not quite"))
     if got.error is not None:
         text = " ".join(str(got.error).split())[:160]
-        return Verdict(False, f"your code raised {type(got.error).__name__}" + (f": {text}" if text else ""))
-    return Verdict(True, "Correct.")
+        error = type(got.error).__name__
+        if text:
+            return Verdict(False, _("your code raised {error}: {text}", error=error, text=text))
+        return Verdict(False, _("your code raised {error}", error=error))
+    return Verdict(True, _("Correct."))
 
 
 def check(question: Question, answer) -> Verdict:

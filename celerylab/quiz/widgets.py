@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import html
 
+from ..i18n import N_, _
 from .bank import QUESTIONS, Question
 from .check import Verdict, check
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 GOOD, BAD = "#2e7d32", "#c62828"
+#: how many questions of a kind a quiz has, as its text line says it (kinds are "choice", "code", "myth")
+KIND_COUNTS = {"choice": N_("{n} choice"), "code": N_("{n} code"), "myth": N_("{n} myth")}
 
 
 def _md_code(text: str) -> str:
@@ -28,14 +31,17 @@ def feedback_html(question: Question, verdict: Verdict, reveal: bool = False) ->
     proof = question.proof
     proved = f'<a href="{html.escape(proof.link("../"))}" target="_blank">{_md_code(proof.label)}</a>'
     if verdict.correct:
+        taught = _("Taught in {link}; evidence: {proof}.", link=link, proof=proved)
         return (f'<div style="color:{GOOD}"><b>✔ {_md_code(verdict.message)}</b></div>'
-                f"<div>{_md_code(question.explanation)}</div><div>Taught in {link}; evidence: {proved}.</div>")
+                f"<div>{_md_code(question.explanation)}</div><div>{taught}</div>")
     out = f'<div style="color:{BAD}"><b>✘ {_md_code(verdict.message)}</b></div>'
     if reveal:
         answer = question.right_answer
         shown = f"<pre>{html.escape(answer)}</pre>" if question.kind == "code" else f"<b>{_md_code(answer)}</b>"
-        out += f"<div>Answer: {shown}</div><div>{_md_code(question.explanation)}</div>"
-    return out + f"<div>See {link}.</div>"
+        answer_line = _("Answer: {answer}", answer=shown)
+        out += f"<div>{answer_line}</div><div>{_md_code(question.explanation)}</div>"
+    see = _("See {link}.", link=link)
+    return out + f"<div>{see}</div>"
 
 
 class Card:
@@ -49,7 +55,8 @@ class Card:
         self.solved = False
         title = f"<b>Q{number}.</b> {_md_code(question.prompt)}"
         if question.kind == "myth":
-            title = f"<b>Q{number}. Myth or fact?</b> “{_md_code(question.claim)}”"
+            ask = html.escape(_("Myth or fact?"))
+            title = f"<b>Q{number}. {ask}</b> “{_md_code(question.claim)}”"
         self.prompt = w.HTML(title, layout=w.Layout(width="100%"))
         if question.kind == "code":
             self.input = w.Textarea(value=question.stub, rows=max(4, question.stub.count("\n") + 3),
@@ -57,8 +64,8 @@ class Card:
         else:
             self.input = w.RadioButtons(options=[(c, i) for i, c in enumerate(question.choices)], value=None,
                                         layout=w.Layout(width="100%"))
-        self.check_button = w.Button(description="Check", button_style="primary")
-        self.reveal_button = w.Button(description="Show answer")
+        self.check_button = w.Button(description=_("Check"), button_style="primary")
+        self.reveal_button = w.Button(description=_("Show answer"))
         self.feedback = w.HTML("")
         self.check_button.on_click(lambda _: self.check())
         self.reveal_button.on_click(lambda _: self.reveal())
@@ -81,7 +88,7 @@ class Card:
         return verdict
 
     def reveal(self) -> None:
-        self.feedback.value = feedback_html(self.question, Verdict(False, "The answer:"), reveal=True)
+        self.feedback.value = feedback_html(self.question, Verdict(False, _("The answer:")), reveal=True)
 
 
 class Quiz:
@@ -99,15 +106,20 @@ class Quiz:
 
     def _update(self) -> None:
         solved = sum(c.solved for c in getattr(self, "cards", []))
-        self.score.value = (f"<b>{html.escape(self.title)}</b> score: {solved} / {len(self.questions)}"
-                            if self.title else f"score: {solved} / {len(self.questions)}")
+        if self.title:
+            self.score.value = _("<b>{title}</b> score: {solved} / {total}", title=html.escape(self.title),
+                                 solved=solved, total=len(self.questions))
+        else:
+            self.score.value = _("score: {solved} / {total}", solved=solved, total=len(self.questions))
 
     def text(self) -> str:
         kinds = {}
         for q in self.questions:
             kinds[q.kind] = kinds.get(q.kind, 0) + 1
-        detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
-        return f"quiz: {len(self.questions)} questions ({detail}); interactive in JupyterLab"
+        detail = ", ".join(_(KIND_COUNTS[k], n=n) if k in KIND_COUNTS else f"{n} {k}"
+                           for k, n in sorted(kinds.items()))
+        return _("quiz: {count} questions ({detail}); interactive in JupyterLab", count=len(self.questions),
+                 detail=detail)
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         model = self.widget.model_id
@@ -131,5 +143,5 @@ def show(round: str | None = None, lesson: str | None = None, ids=None, title: s
     """A quiz of the chosen questions (a cell's last expression displays it)."""
     questions = select(round, lesson, ids)
     if not questions:
-        raise ValueError("no questions match: round is one of faq, lessons, myths; lesson is '00' to '08'")
+        raise ValueError(_("no questions match: round is one of faq, lessons, myths; lesson is '00' to '08'"))
     return Quiz(questions, title)
