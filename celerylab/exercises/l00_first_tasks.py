@@ -14,6 +14,8 @@ from celerylab.grading import Attempts, RetriesOn, RoutesToQueue, TaskReturns, b
 from celerylab.grading.kinds import fmt_call
 from celerylab.grading.outcomes import ExerciseIncorrect, ____  # noqa: F401 - the blank learners fill in
 
+from celerylab.i18n import N_, _
+
 from ._bind import BindHint
 
 
@@ -53,11 +55,11 @@ def flaky_download(url):
 class AddTask(BindHint, TaskReturns):
     task = "add"
     cases = [((2, 3), 5), ((-7, 7), 0), ((0.5, 0.25), 0.75)]
-    wrong_value = "{call} returned {got}, which is not the sum of its arguments"
-    correct = "add runs on a worker and returns the sum."
+    wrong_value = N_("{call} returned {got}, which is not the sum of its arguments")
+    correct = N_("add runs on a worker and returns the sum.")
     hints = (
-        "A task is a function decorated with `@app.task`. Inside, it is plain Python.",
-        "The body is a single `return` statement.",
+        N_("A task is a function decorated with `@app.task`. Inside, it is plain Python."),
+        N_("The body is a single `return` statement."),
     )
     solution_text = """
         @app.task
@@ -71,12 +73,12 @@ class SendToReports(RoutesToQueue):
     args = (7,)
     queue = "reports"
     task = "make_report"
-    correct = "send_report sends make_report to the 'reports' queue, and a worker there runs it."
+    correct = N_("send_report sends make_report to the 'reports' queue, and a worker there runs it.")
     hints = (
-        "`make_report.delay(n)` takes no options: it goes where the task is routed, here the default queue "
-        "`celery`. "
-        "`apply_async` takes the same arguments as a list, plus options.",
-        "`apply_async(args=[n], queue=...)` picks the queue; return what it returns.",
+        N_("`make_report.delay(n)` takes no options: it goes where the task is routed, here the default queue "
+           "`celery`. "
+           "`apply_async` takes the same arguments as a list, plus options."),
+        N_("`apply_async(args=[n], queue=...)` picks the queue; return what it returns."),
     )
     solution_text = """
         def send_report(n):
@@ -87,7 +89,8 @@ class SendToReports(RoutesToQueue):
         # the message must carry make_report(n) for send_report(n): the right queue is not enough
         want = fmt_call(self.task, self.args)
         if call != want:
-            raise ExerciseIncorrect(f"{fmt_call(self.sender, self.args)} sent {call}; it should send {want}")
+            raise ExerciseIncorrect(_("{sender} sent {call}; it should send {want}",
+                                      sender=fmt_call(self.sender, self.args), call=call, want=want))
         return super().succeeded(call, outcome)
 
 
@@ -97,17 +100,17 @@ class RetryOnce(BindHint, RetriesOn):
     window = (0.3, 2.0)
     scenarios = [
         Attempts(("https://example.com/flaky",), retries=1, succeeds=True,
-                 value="<html>https://example.com/flaky</html>", about="a server that fails once"),
+                 value="<html>https://example.com/flaky</html>", about=N_("a server that fails once")),
         Attempts(("https://example.com/down",), retries=1, succeeds=False, raises="ConnectionError",
-                 about="a server that stays down"),
-        Attempts(("example.com",), retries=0, succeeds=False, raises="ValueError", about="not a URL"),
+                 about=N_("a server that stays down")),
+        Attempts(("example.com",), retries=0, succeeds=False, raises="ValueError", about=N_("not a URL")),
     ]
-    correct = "fetch retries once, half a second after a ConnectionError, and fails at once on other errors."
+    correct = N_("fetch retries once, half a second after a ConnectionError, and fails at once on other errors.")
     hints = (
-        "`bind=True` gives the task `self`; `self.retry(...)` sends it again. "
-        "Catch only `ConnectionError`: other errors should fail at once.",
-        "`raise self.retry(exc=exc, countdown=..., max_retries=...)` inside `except ConnectionError as exc:`. "
-        "Passing `exc` makes the last failure raise the ConnectionError itself.",
+        N_("`bind=True` gives the task `self`; `self.retry(...)` sends it again. "
+           "Catch only `ConnectionError`: other errors should fail at once."),
+        N_("`raise self.retry(exc=exc, countdown=..., max_retries=...)` inside `except ConnectionError as exc:`. "
+           "Passing `exc` makes the last failure raise the ConnectionError itself."),
     )
     solution_text = """
         @app.task(bind=True)

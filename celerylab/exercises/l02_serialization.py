@@ -21,6 +21,7 @@ from celerylab import inspect_broker
 from celerylab.grading import BehaviourCheck, bind
 from celerylab.grading.kinds import fmt_call, short
 from celerylab.grading.outcomes import BIND_HINT, ExerciseIncorrect, ExerciseNotAttempted, ____, describe, describe_exc  # noqa: F401
+from celerylab.i18n import N_, _
 
 from ._bind import BindHint
 from celerylab.lessons.l02_serialization import PROCESS_QUEUE
@@ -57,14 +58,15 @@ class SetsSerializer(BindHint, BehaviourCheck):
     """A serializer ``lab02-sets`` registered with kombu and accepted by ``app``'s workers: sets arrive as sets."""
 
     task = "tag_report"
-    correct = "lab02-sets is registered and accepted: a worker receives sets as sets, and plain JSON values unchanged."
+    correct = N_("lab02-sets is registered and accepted: a worker receives sets as sets, and plain JSON values "
+                 "unchanged.")
     hints = (
-        "`encode(obj)` returns a str: `json.dumps(obj, default=...)`, where `default` turns a set into something "
-        "JSON can carry, e.g. `{\"__set__\": sorted(s)}`. `decode(data)` undoes it: `json.loads(data, "
-        "object_hook=...)`, where the hook turns such a dict back into a set.",
-        "Then `register(\"lab02-sets\", encode, decode, content_type=\"application/x-lab02-sets\", "
-        "content_encoding=\"utf-8\")`, and let the workers decode it: `app.conf.accept_content = "
-        "[\"json\", \"lab02-sets\"]` (a worker reads it when it starts).",
+        N_("`encode(obj)` returns a str: `json.dumps(obj, default=...)`, where `default` turns a set into something "
+           "JSON can carry, e.g. `{\"__set__\": sorted(s)}`. `decode(data)` undoes it: `json.loads(data, "
+           "object_hook=...)`, where the hook turns such a dict back into a set."),
+        N_("Then `register(\"lab02-sets\", encode, decode, content_type=\"application/x-lab02-sets\", "
+           "content_encoding=\"utf-8\")`, and let the workers decode it: `app.conf.accept_content = "
+           "[\"json\", \"lab02-sets\"]` (a worker reads it when it starts)."),
     )
     solution_text = """
         def encode(obj):
@@ -91,45 +93,50 @@ class SetsSerializer(BindHint, BehaviourCheck):
     def _check(self, ns):
         task = self.task_named(ns, self.task)
         if SETS_NAME not in registry._encoders:
-            raise ExerciseNotAttempted(f"no serializer named {SETS_NAME!r} is registered with kombu yet: "
-                                       f"call kombu.serialization.register(...)")
+            raise ExerciseNotAttempted(_("no serializer named {name} is registered with kombu yet: "
+                                         "call kombu.serialization.register(...)", name=repr(SETS_NAME)))
         if registry.name_to_type.get(SETS_NAME) != SETS_CONTENT_TYPE:
-            raise ExerciseIncorrect(f"{SETS_NAME!r} is registered with the content type "
-                                    f"{registry.name_to_type.get(SETS_NAME)!r}; use {SETS_CONTENT_TYPE!r}")
+            raise ExerciseIncorrect(_("{name} is registered with the content type {got}; use {want}",
+                                      name=repr(SETS_NAME), got=repr(registry.name_to_type.get(SETS_NAME)),
+                                      want=repr(SETS_CONTENT_TYPE)))
         if not _accepts(task.app, SETS_NAME, SETS_CONTENT_TYPE):
-            raise ExerciseIncorrect(f"app's workers accept {list(task.app.conf.accept_content)}: a worker would "
-                                    f"refuse {SETS_NAME} messages (ContentDisallowed). Add it to accept_content")
+            raise ExerciseIncorrect(_("app's workers accept {accepted}: a worker would "
+                                      "refuse {name} messages (ContentDisallowed). Add it to accept_content",
+                                      accepted=str(list(task.app.conf.accept_content)), name=SETS_NAME))
         codec = registry._encoders[SETS_NAME]
         try:
             body = codec.encoder({"a", "b"})
             json.loads(body)
         except Exception as exc:  # noqa: BLE001 - any encoder failure, reported
-            raise ExerciseIncorrect(f"your encode() of a set did not return a JSON string "
-                                    f"({describe_exc(exc)}): write sets as JSON that decode() recognises") from None
+            raise ExerciseIncorrect(_("your encode() of a set did not return a JSON string "
+                                      "({error}): write sets as JSON that decode() recognises",
+                                      error=describe_exc(exc))) from None
         with self.trial() as trial:
             sent = []
             for args, expected in self.cases:
                 call = f"{short(task.name)}.apply_async({args!r}, serializer={SETS_NAME!r})"
                 got = trial.call(task.apply_async, args, serializer=SETS_NAME)
                 if got.error is not None:
-                    raise ExerciseIncorrect(f"{call} raised {describe_exc(got.error)}: your encode() fails on "
-                                            f"{describe(args[0])}")
+                    raise ExerciseIncorrect(_("{call} raised {error}: your encode() fails on {value}",
+                                              call=call, error=describe_exc(got.error), value=describe(args[0])))
                 sent.append((args, expected, self.sent(trial, call, got.value)))
             outcomes = trial.run(task.app, [pub.task_id for _, _, pub in sent])
             for args, expected, pub in sent:
                 call = fmt_call(self.task, args)
                 outcome = outcomes[pub.task_id]
                 if outcome.state == "NOT STARTED":
-                    raise ExerciseIncorrect(f"the worker never ran {call}: it could not decode the message "
-                                            f"(does decode() accept the bytes it is given?)")
+                    raise ExerciseIncorrect(_("the worker never ran {call}: it could not decode the message "
+                                              "(does decode() accept the bytes it is given?)", call=call))
                 got = self.succeeded(call, outcome)
                 if got != expected:
                     if expected["type"] == "set":
-                        raise ExerciseIncorrect(f"{call} with {SETS_NAME}: the worker received a "
-                                                f"{got.get('type') if isinstance(got, dict) else '?'}, not a set: "
-                                                f"decode() should turn your encoding of a set back into a set")
-                    raise ExerciseIncorrect(f"{call} with {SETS_NAME} returned {describe(got)}; a plain JSON "
-                                            f"value should arrive unchanged")
+                        raise ExerciseIncorrect(_("{call} with {name}: the worker received a {got}, not a set: "
+                                                  "decode() should turn your encoding of a set back into a set",
+                                                  call=call, name=SETS_NAME,
+                                                  got=got.get("type") if isinstance(got, dict) else "?"))
+                    raise ExerciseIncorrect(_("{call} with {name} returned {got}; a plain JSON "
+                                              "value should arrive unchanged", call=call, name=SETS_NAME,
+                                              got=describe(got)))
 
 
 class ReachTheWorkerProcess(BehaviourCheck):
@@ -139,12 +146,13 @@ class ReachTheWorkerProcess(BehaviourCheck):
     args = ("hello",)
     expected = "HELLO!"
     timeout = 10.0
-    correct = "send_shout reaches the worker process: it runs l02.shout, a task it knows by name."
+    correct = N_("send_shout reaches the worker process: it runs l02.shout, a task it knows by name.")
+    # the queue's name is written out: a hint is a literal for the catalog (see the assert below the class)
     hints = (
-        f"The worker process imported celerylab.lessons.l02_serialization, not your notebook: it knows the task "
-        f"by the name 'l02.shout' and listens only to the queue {PROCESS_QUEUE!r}. Your notebook's `shout` is "
-        f"registered under another name.",
-        f"Send by name, no import needed: `app.send_task(\"l02.shout\", args=[text], queue={PROCESS_QUEUE!r})`.",
+        N_("The worker process imported celerylab.lessons.l02_serialization, not your notebook: it knows the task "
+           "by the name 'l02.shout' and listens only to the queue 'l02_process'. Your notebook's `shout` is "
+           "registered under another name."),
+        N_("Send by name, no import needed: `app.send_task(\"l02.shout\", args=[text], queue='l02_process')`."),
     )
     solution_text = f"""
         def send_shout(text):
@@ -172,23 +180,30 @@ class ReachTheWorkerProcess(BehaviourCheck):
                     self.sent(trial, call, value)  # raises the right message
                 pub = trial.recorder.of(value.id, "published")
                 if pub and pub[0].data.get("queue") != PROCESS_QUEUE:
-                    raise ExerciseIncorrect(f"{call} sent {short(pub[0].name)!r} to the queue "
-                                            f"{pub[0].data.get('queue')!r}; the worker process listens only to "
-                                            f"{PROCESS_QUEUE!r}")
+                    raise ExerciseIncorrect(_("{call} sent {task} to the queue {queue}; the worker process listens "
+                                              "only to {want}", call=call, task=repr(short(pub[0].name)),
+                                              queue=repr(pub[0].data.get("queue")), want=repr(PROCESS_QUEUE)))
                 try:
                     got = AsyncResult(value.id, app=value.app).get(timeout=self.timeout, propagate=False)
                 except Exception:  # noqa: BLE001 - a timeout, reported below
-                    raise ExerciseIncorrect(f"nothing ran {call}'s task within {self.timeout:g} s: "
-                                            f"is it sent to the queue {PROCESS_QUEUE!r}?") from None
+                    raise ExerciseIncorrect(_("nothing ran {call}'s task within {timeout:g} s: "
+                                              "is it sent to the queue {queue}?", call=call, timeout=self.timeout,
+                                              queue=repr(PROCESS_QUEUE))) from None
         finally:
             process.terminate()
         if type(got).__name__ == "NotRegistered":
-            raise ExerciseIncorrect(f"the worker process does not know the task {str(got)}: it knows the "
-                                    f"lesson's tasks by their names, e.g. 'l02.shout'")
+            raise ExerciseIncorrect(_("the worker process does not know the task {error}: it knows the "
+                                      "lesson's tasks by their names, e.g. 'l02.shout'", error=str(got)))
         if isinstance(got, BaseException):
-            raise ExerciseIncorrect(f"{call}'s task failed on the worker process with {describe_exc(got)}")
+            raise ExerciseIncorrect(_("{call}'s task failed on the worker process with {error}",
+                                      call=call, error=describe_exc(got)))
         if got != self.expected:
-            raise ExerciseIncorrect(f"{call}'s task returned {describe(got)}, not what l02.shout returns")
+            raise ExerciseIncorrect(_("{call}'s task returned {got}, not what l02.shout returns",
+                                      call=call, got=describe(got)))
+
+
+# ReachTheWorkerProcess's hints name the queue as a literal
+assert PROCESS_QUEUE == "l02_process", "update ReachTheWorkerProcess.hints to the lesson's PROCESS_QUEUE"
 
 
 class RequestFacts(BindHint, BehaviourCheck):
@@ -196,11 +211,12 @@ class RequestFacts(BindHint, BehaviourCheck):
 
     task = "audit"
     calls = (("first", "celery", 0), ("second", "audit", 2))  #: note, queue, retries before this run
-    correct = "audit reads its id, queue and retries from self.request, on a real worker."
+    correct = N_("audit reads its id, queue and retries from self.request, on a real worker.")
     hints = (
-        "Declare the task with `@app.task(bind=True)`: its first parameter, `self`, is the task, and "
-        "`self.request` describes this execution.",
-        "`self.request.id`, `self.request.retries`, and the queue is `self.request.delivery_info[\"routing_key\"]`.",
+        N_("Declare the task with `@app.task(bind=True)`: its first parameter, `self`, is the task, and "
+           "`self.request` describes this execution."),
+        N_("`self.request.id`, `self.request.retries`, and the queue is "
+           "`self.request.delivery_info[\"routing_key\"]`."),
     )
     solution_text = """
         @app.task(bind=True)
@@ -225,24 +241,27 @@ class RequestFacts(BindHint, BehaviourCheck):
                 outcome = outcomes[pub.task_id]
                 self.finished(call, outcome)
                 if outcome.state == "FAILURE" and isinstance(outcome.exc, NameError) and "self" in str(outcome.exc):
-                    raise ExerciseIncorrect(f"{call} raised NameError: name 'self' is not defined (the seed "
-                                            f"article's bug): {BIND_HINT}")
+                    raise ExerciseIncorrect(_("{call} raised NameError: name 'self' is not defined (the seed "
+                                              "article's bug): {bind_hint}", call=call, bind_hint=_(BIND_HINT)))
                 got = self.succeeded(call, outcome)
                 if not isinstance(got, dict):
-                    raise ExerciseIncorrect(f"{call} returned {describe(got)}; return a dict")
+                    raise ExerciseIncorrect(_("{call} returned {got}; return a dict", call=call, got=describe(got)))
                 for key in ("note", "id", "queue", "retries"):
                     if key not in got:
-                        raise ExerciseIncorrect(f"{call} returned a dict without the key {key!r}")
+                        raise ExerciseIncorrect(_("{call} returned a dict without the key {key}",
+                                                  call=call, key=repr(key)))
                 if got["id"] != pub.task_id:
-                    raise ExerciseIncorrect(f"{call} reported the id {got['id']!r}, not its own task id")
+                    raise ExerciseIncorrect(_("{call} reported the id {got}, not its own task id",
+                                              call=call, got=repr(got["id"])))
                 if got["queue"] != queue:
-                    raise ExerciseIncorrect(f"{call} was taken from the queue {queue!r} but reported "
-                                            f"{describe(got['queue'])}")
+                    raise ExerciseIncorrect(_("{call} was taken from the queue {queue} but reported {got}",
+                                              call=call, queue=repr(queue), got=describe(got["queue"])))
                 if got["retries"] != retries:
-                    raise ExerciseIncorrect(f"{call} reported {got['retries']!r} retries; it was sent as "
-                                            f"a run with {retries} retries before it")
+                    raise ExerciseIncorrect(_("{call} reported {got} retries; it was sent as "
+                                              "a run with {retries} retries before it",
+                                              call=call, got=repr(got["retries"]), retries=retries))
                 if got["note"] != note:
-                    raise ExerciseIncorrect(f"{call} reported the note {describe(got['note'])}")
+                    raise ExerciseIncorrect(_("{call} reported the note {got}", call=call, got=describe(got["note"])))
 
 
 #: The settings of the learner's app that NoPickle judges (copied to a Redis app on RabbitMQ).
@@ -254,11 +273,12 @@ class NoPickle(BehaviourCheck):
 
     app_name = "secure_app"
     timeout = 8.0
-    correct = "secure_app sends msgpack, its worker runs msgpack and json messages, and refuses pickle: the payload never ran."
+    correct = N_("secure_app sends msgpack, its worker runs msgpack and json messages, and refuses pickle: "
+                 "the payload never ran.")
     hints = (
-        "`celerylab.create_app(name, **settings)` takes any Celery setting. Two of them matter here: the "
-        "serializer used when sending tasks, and the list of content types a worker will decode.",
-        "`task_serializer=\"msgpack\"` and `accept_content=[\"msgpack\", \"json\"]` (results can stay json).",
+        N_("`celerylab.create_app(name, **settings)` takes any Celery setting. Two of them matter here: the "
+           "serializer used when sending tasks, and the list of content types a worker will decode."),
+        N_("`task_serializer=\"msgpack\"` and `accept_content=[\"msgpack\", \"json\"]` (results can stay json)."),
     )
     solution_text = """
         secure_app = celerylab.create_app("lab02_secure", task_serializer="msgpack",
@@ -268,7 +288,8 @@ class NoPickle(BehaviourCheck):
     def _check(self, ns):
         app = self.value_named(ns, self.app_name)
         if not isinstance(app, Celery):
-            raise ExerciseIncorrect(f"`{self.app_name}` is {describe(app)}, not a Celery app: use celerylab.create_app")
+            raise ExerciseIncorrect(_("`{name}` is {got}, not a Celery app: use celerylab.create_app",
+                                      name=self.app_name, got=describe(app)))
 
         echo = app.tasks.get("lab02_check.echo") or app.task(name="lab02_check.echo", shared=False)(_echo)
 
@@ -287,25 +308,32 @@ class NoPickle(BehaviourCheck):
                 default = echo.apply_async((b"\x00\x01",), queue=SECURE_QUEUE)
                 as_json = echo.apply_async(("text",), serializer="json", queue=SECURE_QUEUE)
             except Exception as exc:  # noqa: BLE001 - e.g. a serializer that is not installed
-                raise ExerciseIncorrect(f"sending with {self.app_name} failed: {describe_exc(exc)}") from None
+                raise ExerciseIncorrect(_("sending with {name} failed: {error}",
+                                          name=self.app_name, error=describe_exc(exc))) from None
             waiting = {m.id: m for m in inspect_broker.peek(SECURE_QUEUE, client)}
             content_type = waiting[default.id].content_type if default.id in waiting else "?"
             if content_type != "application/x-msgpack":
-                raise ExerciseIncorrect(f"tasks sent with {self.app_name} are {content_type}, not msgpack: "
-                                        f"make msgpack the serializer for tasks")
+                raise ExerciseIncorrect(_("tasks sent with {name} are {content_type}, not msgpack: "
+                                          "make msgpack the serializer for tasks",
+                                          name=self.app_name, content_type=content_type))
             outcomes = trial.run(app, [default.id, as_json.id], queues=[SECURE_QUEUE])
             trial.recorder.wait(lambda _: client.llen(inspect_broker.band_lists(SECURE_QUEUE)[0]) == 0, 1.0)
             ran_attack = bool(trial.recorder.of(attack.id, "started"))
         if _EVIDENCE or ran_attack:
             _EVIDENCE.clear()
-            raise ExerciseIncorrect(f"a pickle message ran code on {self.app_name}'s worker: its workers must "
-                                    f"not accept pickle")
-        for result, what in ((default, "a msgpack message"), (as_json, "a json message")):
+            raise ExerciseIncorrect(_("a pickle message ran code on {name}'s worker: its workers must "
+                                      "not accept pickle", name=self.app_name))
+        cases = ((default, N_("a msgpack message"),
+                  N_("{name}'s worker did not run a msgpack message: it refused to decode it. "
+                     "Which content types does it accept?")),
+                 (as_json, N_("a json message"),
+                  N_("{name}'s worker did not run a json message: it refused to decode it. "
+                     "Which content types does it accept?")))
+        for result, what, refused in cases:
             outcome = outcomes[result.id]
             if outcome.state == "NOT STARTED":
-                raise ExerciseIncorrect(f"{self.app_name}'s worker did not run {what}: it refused to decode it. "
-                                        f"Which content types does it accept?")
-            self.succeeded(f"echo ({what})", outcome)
+                raise ExerciseIncorrect(_(refused, name=self.app_name))
+            self.succeeded(f"echo ({_(what)})", outcome)
 
 
 __all__ = ["____", "PROCESS_QUEUE"] + bind(globals(), SetsSerializer, ReachTheWorkerProcess, RequestFacts, NoPickle)

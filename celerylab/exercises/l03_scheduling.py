@@ -24,6 +24,7 @@ from celerylab.grading import BehaviourCheck, Trial, bind
 from celerylab.inspect_broker import create_redis_app
 from celerylab.grading.kinds import fmt_call, short
 from celerylab.grading.outcomes import ExerciseIncorrect, ____, describe  # noqa: F401
+from celerylab.i18n import N_, _
 
 
 def _wall(event) -> float:
@@ -46,12 +47,13 @@ class RemindInOneSecond(BehaviourCheck):
     task = "remind"
     args = ("dentist at 3",)
     timeout = 6.0
-    correct = "send_reminder schedules remind one second ahead with a timezone-aware eta, and a worker runs it then."
+    correct = N_("send_reminder schedules remind one second ahead with a timezone-aware eta, and a worker runs "
+                 "it then.")
     hints = (
-        "`apply_async` takes `eta=`, a datetime. Build it from *now*, plus one second: "
-        "`timedelta(seconds=1)`.",
-        "`datetime.utcnow()` and `datetime.now()` have no timezone (naive): Celery reads naive "
-        "datetimes as UTC. `datetime.now(timezone.utc)` has one.",
+        N_("`apply_async` takes `eta=`, a datetime. Build it from *now*, plus one second: "
+           "`timedelta(seconds=1)`."),
+        N_("`datetime.utcnow()` and `datetime.now()` have no timezone (naive): Celery reads naive "
+           "datetimes as UTC. `datetime.now(timezone.utc)` has one."),
     )
     solution_text = """
         def send_reminder(text):
@@ -66,23 +68,27 @@ class RemindInOneSecond(BehaviourCheck):
             value = self.run_learner(trial, call, send, *self.args, name=self.sender)
             pub = self.sent(trial, call, value)
             if pub.name != task.name:
-                raise ExerciseIncorrect(f"{call} sent {short(pub.name)!r}, not {self.task!r}")
+                raise ExerciseIncorrect(_("{call} sent {sent}, not {want}",
+                                          call=call, sent=repr(short(pub.name)), want=repr(self.task)))
             eta = _parse(pub.data.get("eta"))
             if eta is None:
-                raise ExerciseIncorrect(f"{call} sent the task without an eta: it would run at once")
+                raise ExerciseIncorrect(_("{call} sent the task without an eta: it would run at once", call=call))
             if eta.tzinfo is None:
-                raise ExerciseIncorrect(f"{call} sent eta={eta.isoformat()}, a naive datetime (no timezone): Celery "
-                                        f"reads it as UTC, which is only right by luck; give it a timezone")
+                raise ExerciseIncorrect(_("{call} sent eta={eta}, a naive datetime (no timezone): Celery "
+                                          "reads it as UTC, which is only right by luck; give it a timezone",
+                                          call=call, eta=eta.isoformat()))
             ahead = eta.timestamp() - _wall(pub)
             if not 0.6 <= ahead <= 1.6:
-                raise ExerciseIncorrect(f"{call} set the eta {ahead:.1f} s after sending: it should be about 1 s")
+                raise ExerciseIncorrect(_("{call} set the eta {ahead:.1f} s after sending: it should be about 1 s",
+                                          call=call, ahead=ahead))
             outcome = trial.run(task.app, [pub.task_id], queues=[pub.data["queue"] or "celery"])[pub.task_id]
             got = self.succeeded(fmt_call(self.task, self.args), outcome)
             waited = outcome.started[0].at - pub.at
             if waited < 0.6:
-                raise ExerciseIncorrect(f"the worker started remind {waited:.1f} s after it was sent: it should wait about 1 s")
+                raise ExerciseIncorrect(_("the worker started remind {waited:.1f} s after it was sent: "
+                                          "it should wait about 1 s", waited=waited))
             if got != f"Reminder: {self.args[0]}":
-                raise ExerciseIncorrect(f"remind returned {describe(got)}; keep the task as given")
+                raise ExerciseIncorrect(_("remind returned {got}; keep the task as given", got=describe(got)))
 
 
 class FlashSaleDeadline(BehaviourCheck):
@@ -91,11 +97,12 @@ class FlashSaleDeadline(BehaviourCheck):
     sender = "send_flash_sale"
     task = "announce"
     timeout = 6.0
-    correct = "a flash sale runs when a worker is free, and is skipped (REVOKED) when the worker comes back too late."
+    correct = N_("a flash sale runs when a worker is free, and is skipped (REVOKED) when the worker comes back "
+                 "too late.")
     hints = (
-        "One `apply_async` option sets a deadline for *starting* the task; a worker that gets the "
-        "message later marks it REVOKED instead of running it.",
-        "`expires=` takes seconds (or an aware datetime): `expires=0.5`.",
+        N_("One `apply_async` option sets a deadline for *starting* the task; a worker that gets the "
+           "message later marks it REVOKED instead of running it."),
+        N_("`expires=` takes seconds (or an aware datetime): `expires=0.5`."),
     )
     solution_text = """
         def send_flash_sale(item):
@@ -127,13 +134,13 @@ class FlashSaleDeadline(BehaviourCheck):
             late = self.sent(trial, late_call, self.run_learner(trial, late_call, send, "boots", name=self.sender))
             stamp, sent_at = expires.get(late.task_id, (None, None))
             if stamp is None:
-                raise ExerciseIncorrect(f"{late_call} sent the task without a deadline (expires): a worker "
-                                        f"would run it however late")
+                raise ExerciseIncorrect(_("{call} sent the task without a deadline (expires): a worker "
+                                          "would run it however late", call=late_call))
             left = _parse(stamp).timestamp() - sent_at
             lo, hi = self.deadline
             if not lo <= left <= hi:
-                raise ExerciseIncorrect(f"{late_call} gave the task {left:.1f} s to start: it should be dropped "
-                                        f"unless a worker starts it within half a second")
+                raise ExerciseIncorrect(_("{call} gave the task {left:.1f} s to start: it should be dropped "
+                                          "unless a worker starts it within half a second", call=late_call, left=left))
             time.sleep(1.0)  # no worker yet: a half-second deadline passes
             ok_call = fmt_call(self.sender, ("scarves",))
             ok = self.sent(trial, ok_call, self.run_learner(trial, ok_call, send, "scarves", name=self.sender))
@@ -147,13 +154,14 @@ class FlashSaleDeadline(BehaviourCheck):
             queues = {late.data["queue"] or "celery", ok.data["queue"] or "celery"}
             outcomes = trial.run(task.app, [ok.task_id, late.task_id], queues=queues, give_up=settled)
             if outcomes[late.task_id].started:
-                raise ExerciseIncorrect(f"{late_call} still ran when a worker came back a second later: "
-                                        f"give it a deadline of about half a second")
+                raise ExerciseIncorrect(_("{call} still ran when a worker came back a second later: "
+                                          "give it a deadline of about half a second", call=late_call))
             if late_result.state != "REVOKED":
-                raise ExerciseIncorrect(f"{late_call} did not run, but its state is {late_result.state}, not REVOKED")
+                raise ExerciseIncorrect(_("{call} did not run, but its state is {state}, not REVOKED",
+                                          call=late_call, state=late_result.state))
             if ok_result.state == "REVOKED":
-                raise ExerciseIncorrect(f"{ok_call} was skipped although a worker was free at once: "
-                                        f"the deadline is too short")
+                raise ExerciseIncorrect(_("{call} was skipped although a worker was free at once: "
+                                          "the deadline is too short", call=ok_call))
             self.succeeded(fmt_call(self.task, ("scarves",)), outcomes[ok.task_id])
 
 
@@ -161,6 +169,9 @@ class FlashSaleDeadline(BehaviourCheck):
 _SUNDAY, _WEDNESDAY = date(2024, 6, 23), date(2024, 6, 26)
 #: "every day": the other five days of that week, and a 31st (a day_of_month range can miss it)
 _OTHER_DAYS = [date(2024, 6, d) for d in (24, 25, 27, 28, 29)] + [date(2024, 7, 31)]
+#: date.weekday()'s names, for the messages (shown with _(); strftime("%A") would not follow CELERYLAB_LANG)
+_WEEKDAYS = (N_("Monday"), N_("Tuesday"), N_("Wednesday"), N_("Thursday"), N_("Friday"), N_("Saturday"),
+             N_("Sunday"))
 
 
 def _with_clock(entry_schedule, clock, app):
@@ -176,12 +187,12 @@ class BeatSchedule(BehaviourCheck):
 
     name = "beat_schedule"
     timeout = 6.0
-    correct = "beat sends heartbeat every half second and nightly_cleanup at 03:30 every day, and nothing else."
+    correct = N_("beat sends heartbeat every half second and nightly_cleanup at 03:30 every day, and nothing else.")
     hints = (
-        "`beat_schedule` is a dict: entry name -> {'task': <task name>, 'schedule': ...}. A task's "
-        "name is `heartbeat.name`. A number as the schedule means every that many seconds.",
-        "For wall-clock times use `crontab(hour=..., minute=...)`. Leave out what should match every "
-        "value (day_of_week...), but not the minute: `crontab(hour=3)` fires every minute from 03:00 to 03:59.",
+        N_("`beat_schedule` is a dict: entry name -> {'task': <task name>, 'schedule': ...}. A task's "
+           "name is `heartbeat.name`. A number as the schedule means every that many seconds."),
+        N_("For wall-clock times use `crontab(hour=..., minute=...)`. Leave out what should match every "
+           "value (day_of_week...), but not the minute: `crontab(hour=3)` fires every minute from 03:00 to 03:59."),
     )
     solution_text = """
         beat_schedule = {
@@ -193,10 +204,11 @@ class BeatSchedule(BehaviourCheck):
     def _entry_for(self, schedule_dict, task) -> tuple[str, dict]:
         found = [(name, e) for name, e in schedule_dict.items() if isinstance(e, dict) and e.get("task") == task.name]
         if not found:
-            raise ExerciseIncorrect(f"no entry of beat_schedule sends {task.name!r} (an entry's 'task' is the task's name: "
-                                    f"{short(task.name)}.name)")
+            raise ExerciseIncorrect(_("no entry of beat_schedule sends {task} (an entry's 'task' is the task's name: "
+                                      "{short}.name)", task=repr(task.name), short=short(task.name)))
         if len(found) > 1:
-            raise ExerciseIncorrect(f"{len(found)} entries send {task.name!r}: it would be sent {len(found)} times as often")
+            raise ExerciseIncorrect(_("{count} entries send {task}: it would be sent {count} times as often",
+                                      count=len(found), task=repr(task.name)))
         return found[0]
 
     def _check(self, ns):
@@ -206,22 +218,24 @@ class BeatSchedule(BehaviourCheck):
         value = self.value_named(ns, self.name)
         heartbeat, cleanup = self.task_named(ns, "heartbeat"), self.task_named(ns, "nightly_cleanup")
         if not isinstance(value, dict):
-            raise ExerciseIncorrect(f"`{self.name}` is {describe(value)}: it should be a dict of entries")
+            raise ExerciseIncorrect(_("`{name}` is {got}: it should be a dict of entries", name=self.name,
+                                      got=describe(value)))
         hb_name, hb = self._entry_for(value, heartbeat)
         cl_name, cl = self._entry_for(value, cleanup)
         for name, entry in value.items():
             if not isinstance(entry, dict) or "schedule" not in entry:
-                raise ExerciseIncorrect(f"entry {name!r} has no 'schedule'")
+                raise ExerciseIncorrect(_("entry {name} has no 'schedule'", name=repr(name)))
         extra = sorted(set(value) - {hb_name, cl_name})
         if extra:
-            raise ExerciseIncorrect(f"beat_schedule has {len(value)} entries ({', '.join(map(repr, extra))} "
-                                    f"besides the two asked for): beat would send those too")
+            raise ExerciseIncorrect(_("beat_schedule has {count} entries ({extra} "
+                                      "besides the two asked for): beat would send those too",
+                                      count=len(value), extra=", ".join(map(repr, extra))))
         if not isinstance(cl["schedule"], crontab):
-            raise ExerciseIncorrect(f"entry {cl_name!r} has schedule {describe(cl['schedule'])}: "
-                                    f"a time of day needs a crontab(...)")
+            raise ExerciseIncorrect(_("entry {name} has schedule {got}: a time of day needs a crontab(...)",
+                                      name=repr(cl_name), got=describe(cl["schedule"])))
         if isinstance(hb["schedule"], crontab):
-            raise ExerciseIncorrect(f"entry {hb_name!r} uses a crontab; crontab's smallest step is a minute, "
-                                    f"heartbeat runs every half second")
+            raise ExerciseIncorrect(_("entry {name} uses a crontab; crontab's smallest step is a minute, "
+                                      "heartbeat runs every half second", name=repr(hb_name)))
         app = heartbeat.app
         saved = app.conf.beat_schedule
 
@@ -235,10 +249,11 @@ class BeatSchedule(BehaviourCheck):
             starts = [e.at for e in trial.recorder.events if e.kind == "started" and e.name == heartbeat.name]
         gaps = [b - a for a, b in zip(starts, starts[1:])]
         if len(starts) < 2:
-            raise ExerciseIncorrect(f"in 1.8 s beat had heartbeat run {len(starts)} time(s): "
-                                    f"every half second would be 3 times")
+            raise ExerciseIncorrect(_("in 1.8 s beat had heartbeat run {count} time(s): "
+                                      "every half second would be 3 times", count=len(starts)))
         if any(g < 0.35 or g > 0.75 for g in gaps):
-            raise ExerciseIncorrect(f"heartbeat ran {', '.join(f'{g:.1f}' for g in gaps)} s apart: every 0.5 s was asked")
+            raise ExerciseIncorrect(_("heartbeat ran {gaps} s apart: every 0.5 s was asked",
+                                      gaps=", ".join(f"{g:.1f}" for g in gaps)))
 
         # 2. nightly cleanup: its crontab on clocks that read just before a few times of day
         # (clock reads, on day, the minute that starts 0.4 s later, should it fire)
@@ -248,7 +263,7 @@ class BeatSchedule(BehaviourCheck):
         cases += [("03:29:59.6", day, "03:30", True) for day in _OTHER_DAYS]
         beats = []
         try:
-            for i, (when, day, _, _) in enumerate(cases):
+            for i, (when, day, *_rest) in enumerate(cases):
                 app.conf.beat_schedule = {cl_name: {**cl, "schedule": _with_clock(cl["schedule"], clock_at(when, on=day), app)}}
                 beats.append(start_beat(app, name=f"lab03-check-cleanup-{i}"))
             time.sleep(1.0)
@@ -256,13 +271,21 @@ class BeatSchedule(BehaviourCheck):
             stop_beats(*beats)
             app.conf.beat_schedule = saved
             app.control.purge()  # no message the check's beats sent may linger in the queue
-        for (_, day, minute, fires), beat in zip(cases, beats):
+        for (_when, day, minute, fires), beat in zip(cases, beats):
             sent = beat.sent_count(cleanup.name)
-            label = f"{minute} on a {day.strftime('%A')}" + (f" the {day.day}st" if day.day == 31 else "")
+            weekday = _(_WEEKDAYS[day.weekday()])
             if fires and not sent:
-                raise ExerciseIncorrect(f"beat did not send nightly_cleanup at {label}")
+                if day.day == 31:
+                    raise ExerciseIncorrect(_("beat did not send nightly_cleanup at {time} on a {weekday} the {day}st",
+                                              time=minute, weekday=weekday, day=day.day))
+                raise ExerciseIncorrect(_("beat did not send nightly_cleanup at {time} on a {weekday}",
+                                          time=minute, weekday=weekday))
             if not fires and sent:
-                raise ExerciseIncorrect(f"beat sent nightly_cleanup at {label}: only 03:30 should fire")
+                if day.day == 31:
+                    raise ExerciseIncorrect(_("beat sent nightly_cleanup at {time} on a {weekday} the {day}st: "
+                                              "only 03:30 should fire", time=minute, weekday=weekday, day=day.day))
+                raise ExerciseIncorrect(_("beat sent nightly_cleanup at {time} on a {weekday}: only 03:30 should fire",
+                                          time=minute, weekday=weekday))
 
 
 # -- q4: visibility timeout -------------------------------------------------------------------
@@ -276,12 +299,12 @@ class ReminderRunsOnce(BehaviourCheck):
     name = "transport_options"
     countdown = 3.0
     timeout = 8.0
-    correct = "with this visibility timeout a reminder with a 3 s countdown is sent exactly once."
+    correct = N_("with this visibility timeout a reminder with a 3 s countdown is sent exactly once.")
     hints = (
-        "A worker holds a countdown task unacknowledged until it runs. On Redis, a message "
-        "unacknowledged for longer than one setting is handed out again.",
-        "`{'visibility_timeout': N}` with N (seconds) above the longest countdown, eta or retry "
-        "delay you use; kombu's default is 3600.",
+        N_("A worker holds a countdown task unacknowledged until it runs. On Redis, a message "
+           "unacknowledged for longer than one setting is handed out again."),
+        N_("`{'visibility_timeout': N}` with N (seconds) above the longest countdown, eta or retry "
+           "delay you use; kombu's default is 3600."),
     )
     solution_text = """
         transport_options = {"visibility_timeout": 60}
@@ -294,12 +317,13 @@ class ReminderRunsOnce(BehaviourCheck):
 
         value = self.value_named(ns, self.name)
         if not isinstance(value, dict):
-            raise ExerciseIncorrect(f"`{self.name}` is {describe(value)}: it should be a dict, like {{'visibility_timeout': ...}}")
+            raise ExerciseIncorrect(_("`{name}` is {got}: it should be a dict, like {{'visibility_timeout': ...}}",
+                                      name=self.name, got=describe(value)))
         vt = value.get("visibility_timeout")
         if vt is None:
-            raise ExerciseIncorrect("`transport_options` has no 'visibility_timeout': the default in this lab is 1 s")
+            raise ExerciseIncorrect(_("`transport_options` has no 'visibility_timeout': the default in this lab is 1 s"))
         if not isinstance(vt, (int, float)) or isinstance(vt, bool) or vt <= 0:
-            raise ExerciseIncorrect(f"visibility_timeout={vt!r}: it should be a number of seconds")
+            raise ExerciseIncorrect(_("visibility_timeout={vt}: it should be a number of seconds", vt=repr(vt)))
         learner_app = current_app._get_current_object()
         tag = f"lab03q4-{os.getpid()}-{time.monotonic_ns()}"
         options = {"visibility_timeout": 1, **value, "unacked_restore_interval": 1, "unacked_restore_throttle": 1,
@@ -321,10 +345,10 @@ class ReminderRunsOnce(BehaviourCheck):
             learner_app.set_current()
         n = sum(1 for t, _ in _runs if t == tag)
         if n == 0:
-            raise ExerciseIncorrect(f"the reminder did not run within {self.countdown + 0.7:.1f} s")
+            raise ExerciseIncorrect(_("the reminder did not run within {seconds:.1f} s", seconds=self.countdown + 0.7))
         if n > 1:
-            raise ExerciseIncorrect(f"with visibility_timeout={vt!r} the reminder went out {n} times: "
-                                    f"a 3 s countdown needs more than that")
+            raise ExerciseIncorrect(_("with visibility_timeout={vt} the reminder went out {n} times: "
+                                      "a 3 s countdown needs more than that", vt=repr(vt), n=n))
 
 
 __all__ = ["____", "crontab", "datetime", "timedelta", "timezone"] + bind(
