@@ -22,6 +22,7 @@ from celerylab.grading import BehaviourCheck, Exercise, bind
 from celerylab.grading.kinds import fmt_call
 from celerylab.grading.outcomes import ExerciseIncorrect, ExerciseNotAttempted, ____, describe, describe_exc  # noqa: F401
 from celerylab.grading.probe import call_with_deadline
+from celerylab.i18n import N_, _
 from celerylab.metrics import Snapshot
 
 CHARGE = "l07.charge"
@@ -78,14 +79,14 @@ class ChargeFailing(Exercise):
     """``charge_failing``: a :class:`Rule` for "more than 25 % of l07.charge failed in 2 s"."""
 
     variable = "charge_failing"
-    correct = ("charge_failing fires when more than 25 % of the charges in the last 2 s failed, "
-               "ignores other tasks and a lone failure, and resolves once the failures age out.")
+    correct = N_("charge_failing fires when more than 25 % of the charges in the last 2 s failed, "
+                 "ignores other tasks and a lone failure, and resolves once the failures age out.")
     hints = (
-        "`expr` gets a `History` `h`. `h.increase(metric, 2, name=\"l07.charge\")` is how much that "
-        "counter grew in the last 2 s, for the charge task only. The failure share is "
-        "failed / (failed + succeeded).",
-        "Return `None` (no data: the rule cannot fire) when fewer than 4 charges finished in the window, "
-        "so one failure out of one task does not page anyone. Then `Rule(\"ChargeFailing\", expr, above=0.25)`.",
+        N_("`expr` gets a `History` `h`. `h.increase(metric, 2, name=\"l07.charge\")` is how much that "
+           "counter grew in the last 2 s, for the charge task only. The failure share is "
+           "failed / (failed + succeeded)."),
+        N_("Return `None` (no data: the rule cannot fire) when fewer than 4 charges finished in the window, "
+           "so one failure out of one task does not page anyone. Then `Rule(\"ChargeFailing\", expr, above=0.25)`."),
     )
     solution_text = """
         def charge_failure_share(h):
@@ -95,52 +96,58 @@ class ChargeFailing(Exercise):
 
         charge_failing = Rule("ChargeFailing", charge_failure_share, above=0.25)
     """
-    #: (what happens, events, should it fire, should it resolve by the end)
+    #: (what happens (shown translated), events, should it fire, should it resolve by the end)
     scenarios = (
-        ("10 charges, all succeed", _burst(1.0, CHARGE, 10, 0), False, None),
-        ("3 of 10 charges fail (30 %)", _burst(1.0, CHARGE, 7, 3), True, True),
-        ("2 of 10 charges fail (20 %)", _burst(1.0, CHARGE, 8, 2), False, None),
-        ("10 e-mails fail, while 10 charges succeed", _burst(1.0, EMAIL, 0, 10) + _burst(1.0, CHARGE, 10, 0),
+        (N_("10 charges, all succeed"), _burst(1.0, CHARGE, 10, 0), False, None),
+        (N_("3 of 10 charges fail (30 %)"), _burst(1.0, CHARGE, 7, 3), True, True),
+        (N_("2 of 10 charges fail (20 %)"), _burst(1.0, CHARGE, 8, 2), False, None),
+        (N_("10 e-mails fail, while 10 charges succeed"), _burst(1.0, EMAIL, 0, 10) + _burst(1.0, CHARGE, 10, 0),
          False, None),
-        ("a single charge, and it fails", [(1.0, CHARGE, "failed")], False, None),
-        ("3 of 3 charges fail (100 %, but only 3 tasks)", _burst(1.0, CHARGE, 0, 3), False, None),
+        (N_("a single charge, and it fails"), [(1.0, CHARGE, "failed")], False, None),
+        (N_("3 of 3 charges fail (100 %, but only 3 tasks)"), _burst(1.0, CHARGE, 0, 3), False, None),
         # the edges of "more than 25 %" and "fewer than 4 charges"
-        ("1 of 4 charges fails (exactly 25 %)", _burst(1.0, CHARGE, 3, 1), False, None),
-        ("2 of 4 charges fail (50 %, 4 tasks: enough data)", _burst(1.0, CHARGE, 2, 2), True, None),
-        ("a steady 50 % of charges fail for 6 s", [e for k in range(13) for e in _burst(0.5 * k, CHARGE, 1, 1)],
+        (N_("1 of 4 charges fails (exactly 25 %)"), _burst(1.0, CHARGE, 3, 1), False, None),
+        (N_("2 of 4 charges fail (50 %, 4 tasks: enough data)"), _burst(1.0, CHARGE, 2, 2), True, None),
+        (N_("a steady 50 % of charges fail for 6 s"), [e for k in range(13) for e in _burst(0.5 * k, CHARGE, 1, 1)],
          True, None),
     )
 
     def _check(self, ns):
         rule = self.value_named(ns, self.variable)
         if not isinstance(rule, Rule):
-            raise ExerciseIncorrect(f"`{self.variable}` is {describe(rule)}: make it a Rule(name, expr, above=...)")
+            raise ExerciseIncorrect(_("`{name}` is {what}: make it a Rule(name, expr, above=...)",
+                                      name=self.variable, what=describe(rule)))
         if not callable(rule.expr):
-            raise ExerciseIncorrect(f"the rule's expr is {describe(rule.expr)}: it should be a function of the history")
+            raise ExerciseIncorrect(_("the rule's expr is {what}: it should be a function of the history",
+                                      what=describe(rule.expr)))
         for about, events, fires, resolves in self.scenarios:
             got = call_with_deadline(simulate, rule, events, times=True, timeout=self.timeout)
             if got.timed_out:
-                raise ExerciseIncorrect(f"evaluating the rule did not finish within {self.timeout:g} s: "
-                                        f"look for an endless loop in its expr")
+                raise ExerciseIncorrect(_("evaluating the rule did not finish within {timeout:g} s: "
+                                          "look for an endless loop in its expr", timeout=self.timeout))
             if isinstance(got.error, NotImplementedError):
-                raise ExerciseNotAttempted("the rule's expr still raises NotImplementedError: write your code there")
+                raise ExerciseNotAttempted(_("the rule's expr still raises NotImplementedError: write your code there"))
             if got.error is not None:
-                raise ExerciseIncorrect(f"evaluating the rule on '{about}' raised {describe_exc(got.error)}")
+                raise ExerciseIncorrect(_("evaluating the rule on '{about}' raised {error}",
+                                          about=_(about), error=describe_exc(got.error)))
             states = [state for _, state in got.value]
             fired = "firing" in states
             if fires and not fired:
-                raise ExerciseIncorrect(f"the rule never fired on '{about}' (states: {' -> '.join(states)})")
+                raise ExerciseIncorrect(_("the rule never fired on '{about}' (states: {states})",
+                                          about=_(about), states=" -> ".join(states)))
             if not fires and fired:
-                raise ExerciseIncorrect(f"the rule fired on '{about}', which should not page anyone")
+                raise ExerciseIncorrect(_("the rule fired on '{about}', which should not page anyone", about=_(about)))
             if resolves:
                 last_failure = max(t for t, _, o in events if o == "failed")
                 resolved = [t for t, state in got.value if state == "inactive" and t > last_failure]
                 if states[-1] != "inactive" or not resolved:
-                    raise ExerciseIncorrect(f"on '{about}' the rule fired and never resolved: count only what "
-                                            f"happened in the last 2 s (a window), not everything so far")
+                    raise ExerciseIncorrect(_("on '{about}' the rule fired and never resolved: count only what "
+                                              "happened in the last 2 s (a window), not everything so far",
+                                              about=_(about)))
                 if resolved[-1] - last_failure > 2.5:
-                    raise ExerciseIncorrect(f"on '{about}' the rule was still firing {resolved[-1] - last_failure:g} s "
-                                            f"after the last failure: the window should be 2 s")
+                    raise ExerciseIncorrect(_("on '{about}' the rule was still firing {seconds:g} s "
+                                              "after the last failure: the window should be 2 s",
+                                              about=_(about), seconds=resolved[-1] - last_failure))
 
 
 # ---------------------------------------------------------------------------------------
@@ -159,24 +166,24 @@ class QueueLength(BehaviourCheck):
     """``queue_length(client, queue)`` counts every priority band list of a Redis queue."""
 
     function = "queue_length"
-    correct = "queue_length counts the messages of every priority band, and leaves them all on the broker."
+    correct = N_("queue_length counts the messages of every priority band, and leaves them all on the broker.")
     hints = (
-        "kombu keeps one Redis list per priority band: the queue's own name for band 0 (and messages "
-        "without a priority), then `queue + '\\x06\\x16' + '3'`, `... '6'` and `... '9'`. "
-        "`client.llen(name)` counts one list; a list that does not exist counts 0.",
-        "Sum `client.llen(...)` over the four names. LLEN only reads; never pop to count.",
+        N_("kombu keeps one Redis list per priority band: the queue's own name for band 0 (and messages "
+           "without a priority), then `queue + '\\x06\\x16' + '3'`, `... '6'` and `... '9'`. "
+           "`client.llen(name)` counts one list; a list that does not exist counts 0."),
+        N_("Sum `client.llen(...)` over the four names. LLEN only reads; never pop to count."),
     )
     solution_text = """
         def queue_length(client, queue):
             names = [queue] + [queue + "\\x06\\x16" + str(band) for band in (3, 6, 9)]
             return sum(client.llen(name) for name in names)
     """
-    #: (what is waiting, priorities of the messages sent)
+    #: (what is waiting (shown translated), priorities of the messages sent)
     scenarios = (
-        ("7 messages with priorities 0, 1, 3, 5, 6, 9, 9", (0, 1, 3, 5, 6, 9, 9)),
-        ("3 messages, all with priority 9", (9, 9, 9)),
-        ("4 messages sent without a priority", (None, None, None, None)),
-        ("an empty queue", ()),
+        (N_("7 messages with priorities 0, 1, 3, 5, 6, 9, 9"), (0, 1, 3, 5, 6, 9, 9)),
+        (N_("3 messages, all with priority 9"), (9, 9, 9)),
+        (N_("4 messages sent without a priority"), (None, None, None, None)),
+        (N_("an empty queue"), ()),
     )
 
     def _check(self, ns):
@@ -185,10 +192,11 @@ class QueueLength(BehaviourCheck):
         from celery import Celery
 
         if not isinstance(app, Celery):
-            raise ExerciseIncorrect("the lab's `app` is missing: run the setup cell at the top of the lab again")
+            raise ExerciseIncorrect(_("the lab's `app` is missing: run the setup cell at the top of the lab again"))
         url = str(app.conf.broker_url)
         if not url.startswith(("redis://", "rediss://")):
-            raise ExerciseIncorrect(f"this check needs a Redis broker; the lab's broker is {url.split(':', 1)[0]!r}")
+            raise ExerciseIncorrect(_("this check needs a Redis broker; the lab's broker is {scheme}",
+                                      scheme=repr(url.split(":", 1)[0])))
         from celerylab.broker import redis_client
 
         client = redis_client(url, socket_timeout=5)  # in a class, the learner's prefix on every key
@@ -204,14 +212,18 @@ class QueueLength(BehaviourCheck):
                     got = self.run_learner(trial, call, fn, client, Q2_QUEUE, name=self.function)
                 after = sum(client.llen(k) for k in _band_lists(Q2_QUEUE))
                 if after < truth:
-                    raise ExerciseIncorrect(f"{call} took {truth - after} message(s) off the queue: count with "
-                                            f"LLEN, which only reads")
+                    raise ExerciseIncorrect(_("{call} took {count} message(s) off the queue: count with "
+                                              "LLEN, which only reads", call=call, count=truth - after))
                 if isinstance(got, bool) or not isinstance(got, int):
-                    raise ExerciseIncorrect(f"{call} returned {describe(got)}: return the number of messages (an int)")
+                    raise ExerciseIncorrect(_("{call} returned {got}: return the number of messages (an int)",
+                                              call=call, got=describe(got)))
                 if got != truth:
                     bare = client.llen(Q2_QUEUE)
-                    extra = (" (that is only the bare queue's list, band 0)" if got == bare and bare != truth else "")
-                    raise ExerciseIncorrect(f"with {about} waiting, {call} returned {got}{extra}")
+                    if got == bare and bare != truth:
+                        raise ExerciseIncorrect(_("with {about} waiting, {call} returned {got} (that is only the "
+                                                  "bare queue's list, band 0)", about=_(about), call=call, got=got))
+                    raise ExerciseIncorrect(_("with {about} waiting, {call} returned {got}",
+                                              about=_(about), call=call, got=got))
         finally:
             client.delete(*_band_lists(Q2_QUEUE))
             client.close()
@@ -231,19 +243,23 @@ class _Capture(logging.StreamHandler):
         self.error = sys.exc_info()[1]
 
 
+#: where the record was logged: the start of a message (shown translated)
+INSIDE, OUTSIDE = N_("inside a task"), N_("outside a task")
+
+
 class JsonTaskLog(BehaviourCheck):
     """``TaskJsonFormatter``: a logging formatter writing JSON with the running task's id."""
 
     formatter = "TaskJsonFormatter"
-    correct = ("TaskJsonFormatter writes one valid JSON object per record, with the level, the message "
-               "and the id of the task that logged it (null outside a task).")
+    correct = N_("TaskJsonFormatter writes one valid JSON object per record, with the level, the message "
+                 "and the id of the task that logged it (null outside a task).")
     hints = (
-        "Override `format(self, record)` and return `json.dumps({...})`: `record.levelname`, "
-        "`record.getMessage()` (the message with its % arguments filled in). json.dumps escapes quotes "
-        "and newlines for you; building the string by hand does not.",
-        "The running task is `celery.current_task` (from `from celery import current_task`); inside a "
-        "task `current_task.request.id` is its id. Outside a task `current_task` is false (a proxy "
-        "to nothing: test `if current_task:`, not `is None`): write `\"task_id\": None` then (JSON null).",
+        N_("Override `format(self, record)` and return `json.dumps({...})`: `record.levelname`, "
+           "`record.getMessage()` (the message with its % arguments filled in). json.dumps escapes quotes "
+           "and newlines for you; building the string by hand does not."),
+        N_("The running task is `celery.current_task` (from `from celery import current_task`); inside a "
+           "task `current_task.request.id` is its id. Outside a task `current_task` is false (a proxy "
+           "to nothing: test `if current_task:`, not `is None`): write `\"task_id\": None` then (JSON null)."),
     )
     solution_text = """
         from celery import current_task
@@ -263,26 +279,28 @@ class JsonTaskLog(BehaviourCheck):
     def _check(self, ns):
         cls = self.value_named(ns, self.formatter)
         if not isinstance(cls, type) or not issubclass(cls, logging.Formatter):
-            raise ExerciseIncorrect(f"`{self.formatter}` is {describe(cls)}: make it a class that extends "
-                                    f"logging.Formatter")
+            raise ExerciseIncorrect(_("`{name}` is {what}: make it a class that extends logging.Formatter",
+                                      name=self.formatter, what=describe(cls)))
         app = ns.get("app")
         from celery import Celery
 
         if not isinstance(app, Celery):
-            raise ExerciseIncorrect("the lab's `app` is missing: run the setup cell at the top of the lab again")
+            raise ExerciseIncorrect(_("the lab's `app` is missing: run the setup cell at the top of the lab again"))
         try:
             formatter = cls()
         except Exception as exc:  # noqa: BLE001 - reported to the learner
-            raise ExerciseIncorrect(f"{self.formatter}() raised {describe_exc(exc)}") from None
+            raise ExerciseIncorrect(_("{name}() raised {error}", name=self.formatter, error=describe_exc(exc))) from None
         probe = logging.LogRecord("lab07", logging.INFO, __file__, 0, "probe %s", (1,), None)
         got = call_with_deadline(formatter.format, probe, timeout=self.timeout)
         if isinstance(got.error, NotImplementedError):
-            raise ExerciseNotAttempted(f"`{self.formatter}.format` still raises NotImplementedError: write your code there")
+            raise ExerciseNotAttempted(_("`{name}.format` still raises NotImplementedError: write your code there",
+                                         name=self.formatter))
         if got.timed_out:
-            raise ExerciseIncorrect(f"{self.formatter}.format did not return within {self.timeout:g} s")
+            raise ExerciseIncorrect(_("{name}.format did not return within {timeout:g} s",
+                                      name=self.formatter, timeout=self.timeout))
         if got.error is not None:
-            raise ExerciseIncorrect(f"{self.formatter}.format raised {describe_exc(got.error)} on a record "
-                                    f"logged outside any task")
+            raise ExerciseIncorrect(_("{name}.format raised {error} on a record logged outside any task",
+                                      name=self.formatter, error=describe_exc(got.error)))
         stream = io.StringIO()
         handler = _Capture(stream)
         handler.setFormatter(formatter)
@@ -303,49 +321,59 @@ class JsonTaskLog(BehaviourCheck):
                 outcome = trial.run(app, [sent.task_id])[sent.task_id]
                 self.succeeded("ship.delay()", outcome)
             if handler.error is not None:
-                raise ExerciseIncorrect(f"inside a task, {self.formatter}.format raised {describe_exc(handler.error)}")
-            inside = self._one_line(stream.getvalue(), "inside a task")
-            self._judge(inside, "inside a task", message % arg, sent.task_id)
+                raise ExerciseIncorrect(_("inside a task, {name}.format raised {error}",
+                                          name=self.formatter, error=describe_exc(handler.error)))
+            inside = self._one_line(stream.getvalue(), INSIDE)
+            self._judge(inside, INSIDE, message % arg, sent.task_id)
             stream.seek(0)
             stream.truncate()
             logger.warning("no task here")
-            outside = self._one_line(stream.getvalue(), "outside a task")
-            self._judge(outside, "outside a task", "no task here", None, level="WARNING")
+            outside = self._one_line(stream.getvalue(), OUTSIDE)
+            self._judge(outside, OUTSIDE, "no task here", None, level="WARNING")
         finally:
             app.tasks.pop("lab07.check_ship", None)
             logger.handlers[:] = []
             handler.close()
 
     def _one_line(self, text: str, where: str) -> dict:
+        """``where``: :data:`INSIDE` or :data:`OUTSIDE` (English; shown translated)."""
+        where = _(where)
         lines = [line for line in text.splitlines() if line.strip()]
         if not lines:
-            raise ExerciseIncorrect(f"{where}, the formatter wrote nothing")
+            raise ExerciseIncorrect(_("{where}, the formatter wrote nothing", where=where))
         if len(lines) > 1:
-            raise ExerciseIncorrect(f"{where}, one record became {len(lines)} lines: a log collector would read "
-                                    f"them as separate events (let json.dumps escape the newline)")
+            raise ExerciseIncorrect(_("{where}, one record became {count} lines: a log collector would read "
+                                      "them as separate events (let json.dumps escape the newline)",
+                                      where=where, count=len(lines)))
         try:
             data = json.loads(lines[0])
         except ValueError:
-            raise ExerciseIncorrect(f"{where}, the line is not valid JSON: {lines[0][:80]!r}") from None
+            raise ExerciseIncorrect(_("{where}, the line is not valid JSON: {line}",
+                                      where=where, line=repr(lines[0][:80]))) from None
         if not isinstance(data, dict):
-            raise ExerciseIncorrect(f"{where}, the line is JSON but {describe(data)}, not an object")
+            raise ExerciseIncorrect(_("{where}, the line is JSON but {what}, not an object",
+                                      where=where, what=describe(data)))
         return data
 
     def _judge(self, data: dict, where: str, message: str, task_id, level: str = "INFO") -> None:
+        where = _(where)
         for key in ("level", "message", "task_id"):
             if key not in data:
-                raise ExerciseIncorrect(f"{where}, the JSON object has no {key!r} key (it has {sorted(data)})")
+                raise ExerciseIncorrect(_("{where}, the JSON object has no {key} key (it has {keys})",
+                                          where=where, key=repr(key), keys=sorted(data)))
         if data["message"] != message:
-            raise ExerciseIncorrect(f"{where}, 'message' is {describe(data['message'])}: use record.getMessage(), "
-                                    f"the message with its arguments filled in")
+            raise ExerciseIncorrect(_("{where}, 'message' is {what}: use record.getMessage(), "
+                                      "the message with its arguments filled in",
+                                      where=where, what=describe(data["message"])))
         if data["level"] != level:
-            raise ExerciseIncorrect(f"{where}, 'level' is {describe(data['level'])}, not {level!r}")
+            raise ExerciseIncorrect(_("{where}, 'level' is {what}, not {level}",
+                                      where=where, what=describe(data["level"]), level=repr(level)))
         if task_id is None and data["task_id"] is not None:
-            raise ExerciseIncorrect(f"outside a task, 'task_id' is {describe(data['task_id'])}: it should be null "
-                                    f"(None), since no task is running")
+            raise ExerciseIncorrect(_("outside a task, 'task_id' is {what}: it should be null "
+                                      "(None), since no task is running", what=describe(data["task_id"])))
         if task_id is not None and data["task_id"] != task_id:
-            raise ExerciseIncorrect(f"{where}, 'task_id' is {describe(data['task_id'])}, not the id of the task "
-                                    f"that logged the line")
+            raise ExerciseIncorrect(_("{where}, 'task_id' is {what}, not the id of the task "
+                                      "that logged the line", where=where, what=describe(data["task_id"])))
 
 
 __all__ = ["____", "Rule", "History", "simulate", "history"] + bind(globals(), ChargeFailing, QueueLength,

@@ -19,6 +19,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from celerylab.grading import BehaviourCheck, bind
 from celerylab.grading.outcomes import ExerciseIncorrect, ____, describe, describe_exc  # noqa: F401
+from celerylab.i18n import N_, _
 
 from ._bind import BindHint
 from celerylab.worker import ALL_POOLS
@@ -60,13 +61,13 @@ class NoLostTasks(BehaviourCheck):
 
     name = "settings"
     timeout = 20.0
-    correct = "with these settings a task survives a killed pool process and a killed worker."
+    correct = N_("with these settings a task survives a killed pool process and a killed worker.")
     hints = (
-        "By default a worker acknowledges a message just *before* running the task. Which setting "
-        "moves the acknowledgement to after the task?",
-        "`task_acks_late=True` covers a killed worker. When only the pool process dies, the worker "
-        "still acknowledges the message unless a second setting tells it to requeue: "
-        "`task_reject_on_worker_lost`.",
+        N_("By default a worker acknowledges a message just *before* running the task. Which setting "
+           "moves the acknowledgement to after the task?"),
+        N_("`task_acks_late=True` covers a killed worker. When only the pool process dies, the worker "
+           "still acknowledges the message unless a second setting tells it to requeue: "
+           "`task_reject_on_worker_lost`."),
     )
     solution_text = """
         settings = {"task_acks_late": True, "task_reject_on_worker_lost": True}
@@ -77,8 +78,8 @@ class NoLostTasks(BehaviourCheck):
 
         settings = self.value_named(ns, self.name)
         if not isinstance(settings, dict) or not all(isinstance(k, str) for k in settings):
-            raise ExerciseIncorrect(f"`{self.name}` is {describe(settings)}: it should be a dict of Celery "
-                                    f"settings, like {{'task_acks_late': True}}")
+            raise ExerciseIncorrect(_("`{name}` is {what}: it should be a dict of Celery "
+                                      "settings, like {{'task_acks_late': True}}", name=self.name, what=describe(settings)))
         tag = f"lab08-{os.getpid()}-{time.monotonic_ns()}"
         child_q, group_q = f"{tag}-a", f"{tag}-b"
         lab.reset(f"{tag}-child", f"{tag}-group")
@@ -97,10 +98,12 @@ class NoLostTasks(BehaviourCheck):
             outcome = child.get(timeout=self.timeout, propagate=False)
             if child.state != "SUCCESS":
                 if type(outcome).__name__ == "WorkerLostError":
-                    raise ExerciseIncorrect("when the pool process running a task was killed, the task failed with "
-                                            "WorkerLostError and its message was acknowledged: it was not run again")
-                raise ExerciseIncorrect(f"when the pool process running a task was killed, the task ended "
-                                        f"{child.state} ({describe_exc(outcome) if isinstance(outcome, BaseException) else describe(outcome)})")
+                    raise ExerciseIncorrect(_("when the pool process running a task was killed, the task failed with "
+                                              "WorkerLostError and its message was acknowledged: it was not run again"))
+                raise ExerciseIncorrect(_("when the pool process running a task was killed, the task ended "
+                                          "{state} ({outcome})", state=child.state,
+                                          outcome=describe_exc(outcome) if isinstance(outcome, BaseException)
+                                          else describe(outcome)))
             lab.kill_workers(first)
             lab.reaped()
             # 3. a worker comes back: is the task of the killed worker still there?
@@ -109,10 +112,10 @@ class NoLostTasks(BehaviourCheck):
             back.wait_ready()
             if not lab.wait_for(lambda: group.state == "SUCCESS", timeout=self.timeout):
                 if where == "gone":
-                    raise ExerciseIncorrect("when the whole worker was killed, the task it was running was lost: "
-                                            "the worker had acknowledged its message before running it")
-                raise ExerciseIncorrect(f"when the whole worker was killed, the task it was running did not run "
-                                        f"again (state {group.state})")
+                    raise ExerciseIncorrect(_("when the whole worker was killed, the task it was running was lost: "
+                                              "the worker had acknowledged its message before running it"))
+                raise ExerciseIncorrect(_("when the whole worker was killed, the task it was running did not run "
+                                          "again (state {state})", state=group.state))
         finally:
             lab.kill_workers(*[w for w in (first, second, back) if w is not None])
             lab.reaped()
@@ -124,12 +127,12 @@ class RespectSoftLimit(BindHint, BehaviourCheck):
     task = "thumbnails"
     limit = 1.0
     timeout = 8.0
-    correct = "thumbnails stops at its soft time limit and returns the thumbnails it made."
+    correct = N_("thumbnails stops at its soft time limit and returns the thumbnails it made.")
     hints = (
-        "Two parts: the limit goes in the decorator, `@app.task(soft_time_limit=...)`; inside, wrap "
-        "the loop in `try:` / `except SoftTimeLimitExceeded:` (from `celery.exceptions`).",
-        "Append each thumbnail to a list as you go; in the `except` block, return that list. "
-        "Return it after the loop too, when every image is done in time.",
+        N_("Two parts: the limit goes in the decorator, `@app.task(soft_time_limit=...)`; inside, wrap "
+           "the loop in `try:` / `except SoftTimeLimitExceeded:` (from `celery.exceptions`)."),
+        N_("Append each thumbnail to a list as you go; in the `except` block, return that list. "
+           "Return it after the loop too, when every image is done in time."),
     )
     solution_text = """
         @app.task(soft_time_limit=1)
@@ -147,12 +150,13 @@ class RespectSoftLimit(BindHint, BehaviourCheck):
         task = self.task_named(ns, self.task)
         soft, hard = task.soft_time_limit, task.time_limit
         if soft is None:
-            raise ExerciseIncorrect("thumbnails has no soft time limit: give the decorator soft_time_limit=1")
+            raise ExerciseIncorrect(_("thumbnails has no soft time limit: give the decorator soft_time_limit=1"))
         if not isinstance(soft, (int, float)) or isinstance(soft, bool) or abs(soft - self.limit) > 1e-6:
-            raise ExerciseIncorrect(f"thumbnails has soft_time_limit={soft!r}: the exercise asks for 1 second")
+            raise ExerciseIncorrect(_("thumbnails has soft_time_limit={soft}: the exercise asks for 1 second",
+                                      soft=repr(soft)))
         if hard is not None and hard <= soft:
-            raise ExerciseIncorrect(f"thumbnails has time_limit={hard!r}, not above its soft limit: the hard "
-                                    f"limit would kill it before it can clean up")
+            raise ExerciseIncorrect(_("thumbnails has time_limit={hard}, not above its soft limit: the hard "
+                                      "limit would kill it before it can clean up", hard=repr(hard)))
         few = ["cat.jpg", "dog.jpg"]
         many = [f"photo-{i:02}.jpg" for i in range(40)]
         with self.trial() as trial:
@@ -168,33 +172,34 @@ class RespectSoftLimit(BindHint, BehaviourCheck):
                 return False
 
             outcomes = trial.run(task.app, [quick.task_id, slow.task_id], give_up=enforce)
-            got = self.succeeded(f"thumbnails({few!r})", outcomes[quick.task_id])
+            few_call = f"thumbnails({few!r})"
+            got = self.succeeded(few_call, outcomes[quick.task_id])
             if got != [_thumbnail_name(i) for i in few]:
-                raise ExerciseIncorrect(f"thumbnails({few!r}) returned {describe(got)}: it should return the "
-                                        f"thumbnails, in order")
+                raise ExerciseIncorrect(_("{call} returned {got}: it should return the thumbnails, in order",
+                                          call=few_call, got=describe(got)))
             call = "thumbnails(40 images)"
             outcome = outcomes[slow.task_id]
             if outcome.state == "FAILURE" and isinstance(outcome.exc, SoftTimeLimitExceeded):
-                raise ExerciseIncorrect(f"{call} failed with SoftTimeLimitExceeded when its soft limit hit: "
-                                        f"catch it and return what is done")
+                raise ExerciseIncorrect(_("{call} failed with SoftTimeLimitExceeded when its soft limit hit: "
+                                          "catch it and return what is done", call=call))
             got = self.succeeded(call, outcome)
             expected = [_thumbnail_name(i) for i in many]
             if not isinstance(got, list) or not got or got != expected[:len(got)]:
-                raise ExerciseIncorrect(f"{call} returned {describe(got)} at its soft limit: it should return "
-                                        f"the thumbnails made so far")
+                raise ExerciseIncorrect(_("{call} returned {got} at its soft limit: it should return "
+                                          "the thumbnails made so far", call=call, got=describe(got)))
             if len(got) == len(expected):
-                raise ExerciseIncorrect(f"{call} made all 40 thumbnails: it should stop at its soft limit")
+                raise ExerciseIncorrect(_("{call} made all 40 thumbnails: it should stop at its soft limit", call=call))
 
 
 class PoolForCpu(BehaviourCheck):
     """``pool`` and ``concurrency``: a worker that computes CPU-bound tasks on several cores."""
 
     timeout = 20.0
-    correct = "that pool runs CPU-bound tasks in several processes at once, one per core."
+    correct = N_("that pool runs CPU-bound tasks in several processes at once, one per core.")
     hints = (
-        "Threads share one GIL and gevent's coroutines share one thread: either way, one core "
-        "computes Python at a time. Which pool runs tasks in separate processes?",
-        "`pool = \"prefork\"`, with as many processes as the machine has cores: `os.cpu_count()`.",
+        N_("Threads share one GIL and gevent's coroutines share one thread: either way, one core "
+           "computes Python at a time. Which pool runs tasks in separate processes?"),
+        N_("`pool = \"prefork\"`, with as many processes as the machine has cores: `os.cpu_count()`."),
     )
     solution_text = """
         pool = "prefork"
@@ -208,16 +213,19 @@ class PoolForCpu(BehaviourCheck):
         pool = self.value_named(ns, "pool")
         concurrency = self.value_named(ns, "concurrency")
         if pool not in ALL_POOLS:
-            raise ExerciseIncorrect(f"`pool` is {describe(pool)}: choose one of {', '.join(ALL_POOLS)}")
+            raise ExerciseIncorrect(_("`pool` is {what}: choose one of {pools}",
+                                      what=describe(pool), pools=", ".join(ALL_POOLS)))
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-            raise ExerciseIncorrect(f"`concurrency` is {describe(concurrency)}: it should be a whole number, 1 or more")
+            raise ExerciseIncorrect(_("`concurrency` is {what}: it should be a whole number, 1 or more",
+                                      what=describe(concurrency)))
         cores = os.cpu_count() or 1
         if concurrency > 4 * cores:
-            raise ExerciseIncorrect(f"concurrency={concurrency} on {cores} cores: for CPU-bound work more processes "
-                                    f"than cores only add switching and memory")
+            raise ExerciseIncorrect(_("concurrency={concurrency} on {cores} cores: for CPU-bound work more processes "
+                                      "than cores only add switching and memory", concurrency=concurrency, cores=cores))
         if pool == "prefork" and concurrency < cores:  # other pools: the measurement below tells
-            raise ExerciseIncorrect(f"concurrency={concurrency} on {cores} cores: {cores - concurrency} of them would "
-                                    f"stay idle while tasks wait")
+            raise ExerciseIncorrect(_("concurrency={concurrency} on {cores} cores: {idle} of them would "
+                                      "stay idle while tasks wait", concurrency=concurrency, cores=cores,
+                                      idle=cores - concurrency))
         queue = f"lab08-cpu-{os.getpid()}-{time.monotonic_ns()}"
         worker = celerylab.spawn_worker(LESSON, pool=pool, concurrency=concurrency, queues=[queue])
         try:
@@ -228,13 +236,14 @@ class PoolForCpu(BehaviourCheck):
             lab.kill_workers(worker)
             lab.reaped()
         if got["processes"] < 2 and pool in ("threads", "gevent", "eventlet", "solo"):
-            how = {"threads": "its threads share one GIL", "solo": "solo runs one task at a time",
-                   }.get(pool, "its coroutines take turns in one thread")
-            raise ExerciseIncorrect(f"the {pool} pool ran the 4 CPU-bound tasks in one process ({how}): "
-                                    f"they kept at most one core busy")
+            how = {"threads": N_("its threads share one GIL"), "solo": N_("solo runs one task at a time"),
+                   }.get(pool, N_("its coroutines take turns in one thread"))
+            raise ExerciseIncorrect(_("the {pool} pool ran the 4 CPU-bound tasks in one process ({how}): "
+                                      "they kept at most one core busy", pool=pool, how=_(how)))
         if cores >= 2 and (got["overlap"] < 2 or got["processes"] < 2):
-            raise ExerciseIncorrect(f"pool={pool!r}, concurrency={concurrency} ran the 4 CPU-bound tasks one at a "
-                                    f"time: a machine with {cores} cores can compute more at once")
+            raise ExerciseIncorrect(_("pool={pool}, concurrency={concurrency} ran the 4 CPU-bound tasks one at a "
+                                      "time: a machine with {cores} cores can compute more at once",
+                                      pool=repr(pool), concurrency=concurrency, cores=cores))
 
 
 __all__ = ["____", "make_thumbnail", "SoftTimeLimitExceeded"] + bind(globals(), NoLostTasks, RespectSoftLimit,

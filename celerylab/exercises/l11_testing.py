@@ -25,21 +25,37 @@ from dataclasses import dataclass
 import celerylab
 from celerylab.grading.exercise import Exercise, bind
 from celerylab.grading.outcomes import ExerciseIncorrect, ExerciseNotAttempted, ____, describe_exc  # noqa: F401
+from celerylab.i18n import N_, _
 from celerylab.lessons import l11_testing as given
 
 #: seconds a learner's test may run, per task it is given
 TEST_TIMEOUT = 10.0
 
-# -- the one wording per situation ----------------------------------------------------------------
-NOT_A_FUNCTION = "`{name}` is {what}: it should be a test function, `def {name}({params}):`"
-BAD_PARAMETER = ("`{name}` asks for `{param}`, which the check cannot give: it gives {offered} "
-                 "(as pytest gives fixtures)")
-FAILED_ON_RIGHT = "`{name}` failed on the correct {task}: {exc}; a test must pass when the code is right"
-PASSED_ON_BROKEN = "`{name}` passed on a broken {task} ({about}): your test does not catch that"
-TOO_SLOW = ("`{name}` did not finish within {timeout:g} s on the {which} {task}: give every .get() a "
-            "timeout{extra}")
-NOT_ON_A_WORKER = ("`{name}` passed, but never ran {task} on a worker (it ran {how}): send it with "
-                   ".delay() and wait with .get(timeout=...), as production does")
+# -- the one wording per situation (English templates, shown with _(TEMPLATE, field=...)) ---------
+NOT_A_FUNCTION = N_("`{name}` is {what}: it should be a test function, `def {name}({params}):`")
+BAD_PARAMETER = N_("`{name}` asks for `{param}`, which the check cannot give: it gives {offered} "
+                   "(as pytest gives fixtures)")
+FAILED_ON_RIGHT = N_("`{name}` failed on the correct {task}: {exc}; a test must pass when the code is right")
+#: the same, with the exercise's advice for that failure (a :meth:`TestsATask.failure_hint`)
+FAILED_ON_RIGHT_ADVICE = N_("`{name}` failed on the correct {task}: {exc} ({advice}); a test must pass when "
+                            "the code is right")
+PASSED_ON_BROKEN = N_("`{name}` passed on a broken {task} ({about}): your test does not catch that")
+#: the test timed out: on the correct task / on a broken one; with the exercise's ``slow_hint`` or without
+TOO_SLOW = {
+    ("correct", False): N_("`{name}` did not finish within {timeout:g} s on the correct {task}: give every "
+                           ".get() a timeout"),
+    ("broken", False): N_("`{name}` did not finish within {timeout:g} s on the broken {task}: give every "
+                          ".get() a timeout"),
+    ("correct", True): N_("`{name}` did not finish within {timeout:g} s on the correct {task}: give every "
+                          ".get() a timeout; {advice}"),
+    ("broken", True): N_("`{name}` did not finish within {timeout:g} s on the broken {task}: give every "
+                         ".get() a timeout; {advice}"),
+}
+NOT_ON_A_WORKER = N_("`{name}` passed, but never ran {task} on a worker (it ran {how}): send it with "
+                     ".delay() and wait with .get(timeout=...), as production does")
+#: how the learner's test ran the task (:func:`_how`), shown in NOT_ON_A_WORKER
+HOW = {"directly": N_("directly"), "eagerly": N_("eagerly"), "on a worker": N_("on a worker"),
+       "not at all": N_("not at all")}
 
 
 def _how(request) -> str:
@@ -52,7 +68,8 @@ def _how(request) -> str:
 
 @dataclass(frozen=True)
 class Twin:
-    """One implementation of the task under test: the right one (``about=""``) or a broken one."""
+    """One implementation of the task under test: the right one (``about=""``) or a broken one
+    (``about``: how it is broken, marked with N_ and shown translated)."""
 
     fn: object
     about: str = ""
@@ -68,7 +85,7 @@ class TestsATask(Exercise):
     broken: tuple = ()
     worker = True            #: the check runs an in-kernel worker for the task's queue
     needs_worker_run = False  #: the test must run the task on that worker
-    slow_hint = ""
+    slow_hint = ""           #: advice after a timeout (marked with N_, shown translated)
     app_conf: dict = {}      #: extra settings of the check's app
 
     def make_task(self, app, twin: Twin, runs: list):
@@ -89,13 +106,17 @@ class TestsATask(Exercise):
         if not callable(test):
             from celerylab.grading.outcomes import describe
 
-            raise ExerciseIncorrect(NOT_A_FUNCTION.format(name=self.test_name, what=describe(test),
-                                                          params=", ".join(self.offered())))
+            raise ExerciseIncorrect(_(NOT_A_FUNCTION, name=self.test_name, what=describe(test),
+                                      params=", ".join(self.offered())))
         params = list(inspect.signature(test).parameters)
         for param in params:
             if param not in self.offered():
-                raise ExerciseIncorrect(BAD_PARAMETER.format(
-                    name=self.test_name, param=param, offered=" and ".join(f"`{p}`" for p in self.offered())))
+                offered = self.offered()
+                if len(offered) == 2:
+                    offered_text = _("`{first}` and `{second}`", first=offered[0], second=offered[1])
+                else:
+                    offered_text = " and ".join(f"`{p}`" for p in offered)
+                raise ExerciseIncorrect(_(BAD_PARAMETER, name=self.test_name, param=param, offered=offered_text))
         run = uuid.uuid4().hex[:8]
         # an app and a queue of the check's own: no other worker takes its messages
         queue = f"lab11-{self.label}-{run}"
@@ -118,8 +139,12 @@ class TestsATask(Exercise):
         right_runs = runs[0]
         # judged last: a test that catches nothing is told that first
         if self.needs_worker_run and "on a worker" not in right_runs:
-            how = " and ".join(sorted(set(right_runs))) or "not at all"
-            raise ExerciseIncorrect(NOT_ON_A_WORKER.format(name=self.test_name, task=self.task_name, how=how))
+            ways = sorted(set(right_runs))
+            if len(ways) == 2:
+                how = _("{first} and {second}", first=_(HOW[ways[0]]), second=_(HOW[ways[1]]))
+            else:
+                how = _(HOW[ways[0]]) if ways else _(HOW["not at all"])
+            raise ExerciseIncorrect(_(NOT_ON_A_WORKER, name=self.test_name, task=self.task_name, how=how))
 
     def judge_all(self, test, params, app, twins, tasks) -> None:
         for twin, task in zip(twins, tasks):
@@ -153,19 +178,27 @@ class TestsATask(Exercise):
         status, exc = outcome
         which = "broken" if twin.about else "correct"
         if status == "failed" and isinstance(exc, NotImplementedError):
-            raise ExerciseNotAttempted(f"`{self.test_name}` still raises NotImplementedError: write your code there")
+            raise ExerciseNotAttempted(_("`{name}` still raises NotImplementedError: write your code there",
+                                         name=self.test_name))
         if status == "timeout":
-            raise ExerciseIncorrect(TOO_SLOW.format(name=self.test_name, timeout=TEST_TIMEOUT, which=which,
-                                                    task=self.task_name, extra=self.slow_hint))
+            template = TOO_SLOW[which, bool(self.slow_hint)]
+            raise ExerciseIncorrect(_(template, name=self.test_name, timeout=TEST_TIMEOUT, task=self.task_name,
+                                      advice=_(self.slow_hint) if self.slow_hint else ""))
         if not twin.about:
             if status == "failed":
-                raise ExerciseIncorrect(FAILED_ON_RIGHT.format(name=self.test_name, task=self.task_name,
-                                                               exc=describe_exc(exc) + self.failure_hint(exc)))
+                advice = self.failure_hint(exc)
+                if advice:
+                    raise ExerciseIncorrect(_(FAILED_ON_RIGHT_ADVICE, name=self.test_name, task=self.task_name,
+                                              exc=describe_exc(exc), advice=_(advice)))
+                raise ExerciseIncorrect(_(FAILED_ON_RIGHT, name=self.test_name, task=self.task_name,
+                                          exc=describe_exc(exc)))
         elif status == "passed":
-            raise ExerciseIncorrect(PASSED_ON_BROKEN.format(name=self.test_name, task=self.task_name,
-                                                            about=twin.about))
+            raise ExerciseIncorrect(_(PASSED_ON_BROKEN, name=self.test_name, task=self.task_name,
+                                      about=_(twin.about)))
 
     def failure_hint(self, exc) -> str:
+        """Advice for the test's failure ``exc`` on the correct task ("" for none; marked with N_,
+        shown translated in parentheses after the error)."""
         return ""
 
 
@@ -173,13 +206,13 @@ class UniqueTagsOnAWorker(TestsATask):
     test_name = "test_unique_tags"
     task_name = "unique_tags"
     right = Twin(given.unique_tags)
-    broken = (Twin(given.unique_tags_broken, "it returns the tags as a set"),)
+    broken = (Twin(given.unique_tags_broken, N_("it returns the tags as a set")),)
     needs_worker_run = True
-    correct = "test_unique_tags runs unique_tags on a worker and catches a result JSON cannot carry."
+    correct = N_("test_unique_tags runs unique_tags on a worker and catches a result JSON cannot carry.")
     hints = (
-        "Send the task with `unique_tags.delay([...])` and read the value the caller really gets with "
-        "`.get(timeout=5)`: on a worker the result travels as JSON.",
-        "`assert unique_tags.delay([\" B\", \"a\", \"b\"]).get(timeout=5) == [\"a\", \"b\"]`",
+        N_("Send the task with `unique_tags.delay([...])` and read the value the caller really gets with "
+           "`.get(timeout=5)`: on a worker the result travels as JSON."),
+        N_("`assert unique_tags.delay([\" B\", \"a\", \"b\"]).get(timeout=5) == [\"a\", \"b\"]`"),
     )
     solution_text = """
         def test_unique_tags(unique_tags):
@@ -194,18 +227,18 @@ class FetchRateRetries(TestsATask):
     bound = True
     worker = False
     right = Twin(given.fetch_rate)
-    broken = (Twin(given.fetch_rate_no_exc, "it ends with MaxRetriesExceededError, not the ConnectionError"),
-              Twin(given.fetch_rate_five, "it retries 5 times, not 3"))
-    slow_hint = ("; no worker runs in this check, and on one each retry waits 30 s: run the task eagerly with "
-                 "fetch_rate.apply(...) and mock rates_api")
-    correct = ("test_fetch_rate_retries checks the number of calls and the final error, "
-               "without waiting for the countdown.")
+    broken = (Twin(given.fetch_rate_no_exc, N_("it ends with MaxRetriesExceededError, not the ConnectionError")),
+              Twin(given.fetch_rate_five, N_("it retries 5 times, not 3")))
+    slow_hint = N_("no worker runs in this check, and on one each retry waits 30 s: run the task eagerly with "
+                   "fetch_rate.apply(...) and mock rates_api")
+    correct = N_("test_fetch_rate_retries checks the number of calls and the final error, "
+                 "without waiting for the countdown.")
     hints = (
-        "Replace the service, not Celery: `with mock.patch.object(given, \"rates_api\", "
-        "side_effect=ConnectionError(\"down\")) as api:`. Then `fetch_rate.apply((\"EUR\",))` runs the task "
-        "and its retries in this thread, at once (eager retries ignore the countdown).",
-        "Check both things the task promises: `api.call_count == 4` (1 run + 3 retries) and "
-        "`with pytest.raises(ConnectionError): result.get()`.",
+        N_("Replace the service, not Celery: `with mock.patch.object(given, \"rates_api\", "
+           "side_effect=ConnectionError(\"down\")) as api:`. Then `fetch_rate.apply((\"EUR\",))` runs the task "
+           "and its retries in this thread, at once (eager retries ignore the countdown)."),
+        N_("Check both things the task promises: `api.call_count == 4` (1 run + 3 retries) and "
+           "`with pytest.raises(ConnectionError): result.get()`."),
     )
     solution_text = """
         def test_fetch_rate_retries(fetch_rate):
@@ -220,7 +253,7 @@ class FetchRateRetries(TestsATask):
         from celery.exceptions import TimeoutError as CeleryTimeout
 
         if isinstance(exc, CeleryTimeout):
-            return " (no worker runs in this check: run the task eagerly with fetch_rate.apply(...))"
+            return N_("no worker runs in this check: run the task eagerly with fetch_rate.apply(...)")
         return ""
 
 
@@ -228,15 +261,15 @@ class ParseOrderFails(TestsATask):
     test_name = "test_parse_order_missing_qty"
     task_name = "parse_order"
     right = Twin(given.parse_order)
-    broken = (Twin(given.parse_order_default_qty, "a missing qty becomes 1 and the task succeeds"),
-              Twin(given.parse_order_key_error, "a missing field raises KeyError, not ValueError"))
+    broken = (Twin(given.parse_order_default_qty, N_("a missing qty becomes 1 and the task succeeds")),
+              Twin(given.parse_order_key_error, N_("a missing field raises KeyError, not ValueError")))
     needs_worker_run = True
-    correct = "test_parse_order_missing_qty sees the task fail on a worker with ValueError."
+    correct = N_("test_parse_order_missing_qty sees the task fail on a worker with ValueError.")
     hints = (
-        "The failure path: send `parse_order.delay({\"sku\": \"A-1\"})` and expect `.get(timeout=5)` to raise "
-        "the task's exception (the result backend sends its type back to the caller).",
-        "`with pytest.raises(ValueError): parse_order.delay({\"sku\": \"A-1\"}).get(timeout=5)`: "
-        "`pytest.raises(Exception)` would also accept a KeyError.",
+        N_("The failure path: send `parse_order.delay({\"sku\": \"A-1\"})` and expect `.get(timeout=5)` to raise "
+           "the task's exception (the result backend sends its type back to the caller)."),
+        N_("`with pytest.raises(ValueError): parse_order.delay({\"sku\": \"A-1\"}).get(timeout=5)`: "
+           "`pytest.raises(Exception)` would also accept a KeyError."),
     )
     solution_text = """
         def test_parse_order_missing_qty(parse_order):
@@ -255,15 +288,15 @@ class NormalizeEmailOwnWorker(TestsATask):
     # (broker_heartbeat=0 in celery.contrib.testing.app.DEFAULT_TEST_CONFIG)
     app_conf = {"broker_heartbeat": 0}
     right = Twin(given.normalize_email)
-    broken = (Twin(given.normalize_email_broken, "it keeps the spaces"),)
+    broken = (Twin(given.normalize_email_broken, N_("it keeps the spaces")),)
     needs_worker_run = True
-    correct = "test_normalize_email starts its own worker with start_worker and checks the result."
+    correct = N_("test_normalize_email starts its own worker with start_worker and checks the result.")
     hints = (
-        "No worker runs for `app` in this check: start one inside the test with "
-        "`with start_worker(app, perform_ping_check=False):` (from celery.contrib.testing.worker), "
-        "then send the task and `.get(timeout=5)` its result.",
-        "Use an address with spaces and capitals, e.g. `\"  Ann@Example.ORG \"`, and compare with "
-        "`\"ann@example.org\"`.",
+        N_("No worker runs for `app` in this check: start one inside the test with "
+           "`with start_worker(app, perform_ping_check=False):` (from celery.contrib.testing.worker), "
+           "then send the task and `.get(timeout=5)` its result."),
+        N_("Use an address with spaces and capitals, e.g. `\"  Ann@Example.ORG \"`, and compare with "
+           "`\"ann@example.org\"`."),
     )
     solution_text = """
         def test_normalize_email(app, normalize_email):
@@ -286,7 +319,7 @@ class NormalizeEmailOwnWorker(TestsATask):
         from celery.exceptions import TimeoutError as CeleryTimeout
 
         if isinstance(exc, CeleryTimeout):
-            return " (no worker runs for app here: start one in the test with start_worker(app, ...))"
+            return N_("no worker runs for app here: start one in the test with start_worker(app, ...)")
         return ""
 
 
