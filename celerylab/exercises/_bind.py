@@ -10,6 +10,7 @@ from __future__ import annotations
 from celery.app.task import Task
 
 from celerylab.grading.outcomes import BIND_HINT, ExerciseIncorrect
+from celerylab.i18n import _
 
 from ._process import _learner_function
 
@@ -36,12 +37,12 @@ def require_bind(task: Task, name: str) -> None:
     uses_self = "self" in code.co_names or any("self" in c.co_names for c in code.co_consts
                                                 if hasattr(c, "co_names"))
     if params[:1] == ("self",):
-        raise ExerciseIncorrect(f"`{name}` takes `self` first, but it is not declared with bind=True, so Celery "
-                                f"passes it your first argument instead: {BIND_HINT}")
+        raise ExerciseIncorrect(_("`{name}` takes `self` first, but it is not declared with bind=True, so Celery "
+                                  "passes it your first argument instead: {hint}", name=name, hint=_(BIND_HINT)))
     if uses_self:
-        raise ExerciseIncorrect(f"`{name}` uses `self`, which only exists in a task declared with bind=True "
-                                f"(else NameError: name 'self' is not defined): {BIND_HINT}, as in "
-                                f"`def {name}(self, ...)`")
+        raise ExerciseIncorrect(_("`{name}` uses `self`, which only exists in a task declared with bind=True "
+                                  "(else NameError: name 'self' is not defined): {hint}, as in "
+                                  "`def {name}(self, ...)`", name=name, hint=_(BIND_HINT)))
 
 
 class BindHint:

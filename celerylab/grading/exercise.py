@@ -31,10 +31,10 @@ def worker_start_message(exc: BaseException | str) -> str:
     found = [m.group(1) for line in lines[1:] if (m := _EXC_LINE.match(line))]
     reason = found[-1].strip() if found else (lines[0] if lines else "WorkerStartError")
     text = " ".join(reason.split())[:160]
-    hint = ""
     if "No module named" in text:
-        hint = ": that pool's package is not installed here; choose another pool"
-    return f"a worker with these settings could not start ({text}){hint}"
+        return _("a worker with these settings could not start ({error}): that pool's package is not installed "
+                 "here; choose another pool", error=text)
+    return _("a worker with these settings could not start ({error})", error=text)
 
 
 class Exercise:
@@ -91,10 +91,11 @@ class Exercise:
     def value_named(self, ns: dict, name: str):
         """The learner's ``name``; not attempted while it is missing or still ``____``."""
         if name not in ns:
-            raise ExerciseNotAttempted(f"`{name}` is not defined yet: write it in the cell above and run that cell")
+            raise ExerciseNotAttempted(_("`{name}` is not defined yet: write it in the cell above and run that cell",
+                                         name=name))
         value = ns[name]
         if is_placeholder(value):
-            raise ExerciseNotAttempted(f"`{name}` is still ____: replace the blank with your answer")
+            raise ExerciseNotAttempted(_("`{name}` is still ____: replace the blank with your answer", name=name))
         return value
 
     def task_named(self, ns: dict, name: str) -> Task:
@@ -102,17 +103,18 @@ class Exercise:
         if isinstance(value, Task):
             return value
         if callable(value):
-            raise ExerciseIncorrect(f"`{name}` is a plain function, not a Celery task: decorate it with @app.task")
+            raise ExerciseIncorrect(_("`{name}` is a plain function, not a Celery task: decorate it with @app.task",
+                                      name=name))
         from .outcomes import describe
 
-        raise ExerciseIncorrect(f"`{name}` is {describe(value)}, not a Celery task")
+        raise ExerciseIncorrect(_("`{name}` is {value}, not a Celery task", name=name, value=describe(value)))
 
     def callable_named(self, ns: dict, name: str):
         value = self.value_named(ns, name)
         if not callable(value):
             from .outcomes import describe
 
-            raise ExerciseIncorrect(f"`{name}` is {describe(value)}: it should be a function")
+            raise ExerciseIncorrect(_("`{name}` is {value}: it should be a function", name=name, value=describe(value)))
         return value
 
 

@@ -29,11 +29,15 @@ import sys
 import types
 from pathlib import Path
 
+from celerylab.i18n import N_, _
+
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # celerylab/
 GRADING = ("celerylab.grading", "celerylab.grading.exercise", "celerylab.grading.kinds",
-           "celerylab.grading.probe", "celerylab.grading.outcomes", "celerylab.worker")
-MESSAGE = "a cell in this notebook changes the grader: {what}; remove that change and restart the kernel"
-EDITED = "not graded: {what}; restart the kernel and run the notebook again"
+           "celerylab.grading.probe", "celerylab.grading.outcomes", "celerylab.worker",
+           "celerylab.i18n")  # the checks' lines go through celerylab.i18n
+#: templates (shown with ``_()``, in the kernel's language)
+MESSAGE = N_("a cell in this notebook changes the grader: {what}; remove that change and restart the kernel")
+EDITED = N_("not graded: {what}; restart the kernel and run the notebook again")
 
 
 class GraderChanged(AssertionError):
@@ -43,10 +47,10 @@ class GraderChanged(AssertionError):
         self.what = what
         self.label = label
         self.template = template
-        super().__init__(template.format(what=what))
+        super().__init__(_(template, what=what))
 
     def __str__(self) -> str:
-        text = self.template.format(what=self.what)
+        text = _(self.template, what=self.what)
         return f"{self.label}: {text}" if self.label else text
 
     def _render_traceback_(self) -> list[str]:
@@ -167,11 +171,13 @@ class Verifier:
         if mod is None or src is None:
             return None
         if not isinstance(mod, types.ModuleType):
-            self.problems.append(f"sys.modules[{module!r}] was replaced by {type(mod).__name__!s} object")
+            self.problems.append(_("sys.modules[{module}] was replaced by {kind} object", module=repr(module),
+                                   kind=type(mod).__name__))
             return None
         file = getattr(mod, "__file__", None)
         if not file or Path(file).resolve() != src.path.resolve() or getattr(mod, "__name__", None) != module:
-            self.problems.append(f"sys.modules[{module!r}] is not the kit's module {module}")
+            self.problems.append(_("sys.modules[{key}] is not the kit's module {module}", key=repr(module),
+                                   module=module))
             return None
         return mod
 
@@ -181,18 +187,18 @@ class Verifier:
         actual = getattr(fn, "__code__", None)
         if getattr(fn, "__qualname__", None) != qualname or code is None or actual is None \
                 or actual != code or actual.co_filename != code.co_filename:
-            self.problems.append(f"{where} was replaced (it is not the code in {module})")
+            self.problems.append(_("{where} was replaced (it is not the code in {module})", where=where, module=module))
             return
         mod = sys.modules.get(module)
         if getattr(fn, "__globals__", None) is not getattr(mod, "__dict__", None):
-            self.problems.append(f"{where} runs with other globals than {module}'s")
+            self.problems.append(_("{where} runs with other globals than {module}'s", where=where, module=module))
 
     def klass(self, cls, module: str, fresh_cls=None) -> None:
         src = self.source(module)
         qual = cls.__qualname__
         members = src.classes.get(qual)
         if members is None:
-            self.problems.append(f"{qual} is not a class of {module}")
+            self.problems.append(_("{where} is not a class of {module}", where=qual, module=module))
             return
         for name, value in list(vars(cls).items()):
             where = f"{qual}.{name}"
@@ -202,12 +208,12 @@ class Verifier:
                 if code is None or (code.co_filename == "<string>"
                                     and (fn.__qualname__ == where or "__create_fn__" in fn.__qualname__)):
                     continue  # made by Python or a decorator (dataclass)
-                self.problems.append(f"{where} was added")
+                self.problems.append(_("{where} was added", where=where))
                 continue
             if name not in members and name in METACLASS_MADE and isinstance(cls, abc.ABCMeta) and fn is None:
                 continue  # set by the class's metaclass: ABCMeta's cache, a pydantic model's config
             if name not in members:
-                self.problems.append(f"{where} was added")
+                self.problems.append(_("{where} was added", where=where))
             elif fn is not None and f"{qual}.{name}" in src.codes:
                 self.function(fn, f"{qual}.{name}", module, where)
             elif fn is not None and isinstance(members[name], ast.Name) and fn.__qualname__ == f"{qual}.{members[name].id}":
@@ -216,10 +222,10 @@ class Verifier:
                 if isinstance(value, type) and value.__qualname__ == where:
                     self.klass(value, module)
                 else:
-                    self.problems.append(f"{where} was replaced")
+                    self.problems.append(_("{where} was replaced", where=where))
             elif fresh_cls is not None and name in vars(fresh_cls):
                 if not _same(value, vars(fresh_cls)[name]):
-                    self.problems.append(f"{where} was changed")
+                    self.problems.append(_("{where} was changed", where=where))
             elif isinstance(value, PLAIN):
                 node = members.get(name)
                 if node is None or node is DEF:
@@ -229,10 +235,11 @@ class Verifier:
                 except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
                     continue
                 if not _same(value, expected):
-                    self.problems.append(f"{where} was changed")
+                    self.problems.append(_("{where} was changed", where=where))
         for name, node in members.items():
             if node is DEF and name not in vars(cls):
-                self.problems.append(f"{qual}.{name} was deleted")
+                where = f"{qual}.{name}"
+                self.problems.append(_("{where} was deleted", where=where))
 
     def module(self, module: str, fresh: dict | None = None) -> types.ModuleType | None:
         mod = self.live(module)
@@ -242,13 +249,14 @@ class Verifier:
         names = vars(mod)
         for name in src.top_defs:
             if name not in names:
-                self.problems.append(f"{module}.{name} was deleted")
+                where = f"{module}.{name}"
+                self.problems.append(_("{where} was deleted", where=where))
                 continue
             value = names[name]
             where = f"{module.rsplit('.', 1)[-1]}.{name}"
             if isinstance(value, type):
                 if value.__qualname__ != name or value.__module__ != module:
-                    self.problems.append(f"{where} was replaced")
+                    self.problems.append(_("{where} was replaced", where=where))
                 else:
                     self.klass(value, module, (fresh or {}).get(name) if isinstance((fresh or {}).get(name), type) else None)
             elif _function_of(value) is not None:
@@ -256,14 +264,15 @@ class Verifier:
                 if fn.__qualname__ == name or fn.__module__ == module:
                     self.function(fn, name, module, where)
                 else:
-                    self.problems.append(f"{where} was replaced")
+                    self.problems.append(_("{where} was replaced", where=where))
             elif isinstance(value, PLAIN):
-                self.problems.append(f"{where} was replaced")
+                self.problems.append(_("{where} was replaced", where=where))
         for name, (home, attr) in src.imports.items():
             if name in names and home in sys.modules and self.source(home) is not None:
                 expected = getattr(sys.modules[home], attr, None)
                 if names[name] is not expected and not isinstance(expected, types.ModuleType):
-                    self.problems.append(f"{module.rsplit('.', 1)[-1]}.{name} was replaced")
+                    where = f"{module.rsplit('.', 1)[-1]}.{name}"
+                    self.problems.append(_("{where} was replaced", where=where))
         return mod
 
     def exercises(self, mod: types.ModuleType, fresh: dict) -> None:
@@ -276,16 +285,18 @@ class Verifier:
             home = sys.modules.get(cls.__module__)
             if value is None or getattr(home, "__dict__", {}).get(cls.__name__) is not cls \
                     or cls.__module__ not in from_kit | {mod.__name__} or cls.__name__ != type(expected).__name__:
-                self.problems.append(f"{mod.__name__.rsplit('.', 1)[-1]}.{name} was replaced")
+                where = f"{mod.__name__.rsplit('.', 1)[-1]}.{name}"
+                self.problems.append(_("{where} was replaced", where=where))
             else:
                 # what its own methods keep on it (a cache) is fine; a label, a method or a class
                 # setting (cases, timeout) set on the instance is not
                 for key, val in vars(value).items():
+                    where = f"{name}.{key}"
                     if key in vars(expected):
                         if not _same(val, vars(expected)[key]):
-                            self.problems.append(f"{name}.{key} was changed")
+                            self.problems.append(_("{where} was changed", where=where))
                     elif callable(val) or hasattr(cls, key):
-                        self.problems.append(f"{name}.{key} was set")
+                        self.problems.append(_("{where} was set", where=where))
 
 
 def _process_started() -> float:
@@ -325,11 +336,13 @@ def graded_check(module: str, label: str, namespace: dict) -> None:
     """What a graded check cell runs: verify the grader, then the module's own ``label.check``."""
     found, edited = _verify(module)
     if found and edited:  # not the learner: the kit changed under a running kernel
-        raise GraderChanged(f"the kit's file {edited[0]} changed on disk after this kernel started", label,
-                            template=EDITED)
+        raise GraderChanged(_("the kit's file {path} changed on disk after this kernel started", path=edited[0]),
+                            label, template=EDITED)
     if found:
-        raise GraderChanged(", ".join(found[:2]) + (f" (and {len(found) - 2} more)" if len(found) > 2 else ""),
-                            label)
+        what = ", ".join(found[:2])
+        if len(found) > 2:
+            what = _("{problems} (and {count} more)", problems=what, count=len(found) - 2)
+        raise GraderChanged(what, label)
     sys.modules[module].__dict__[label].check(namespace=namespace)
 
 
@@ -405,7 +418,7 @@ def changes_to_grader(source: str, kit_names=()) -> str | None:
         return None
     for name, node in _top_level_bindings(tree):
         if name in CHECK_CELL_NAMES:
-            return f"it rebinds `{name}`, which the grader's check cells call"
+            return _("it rebinds `{name}`, which the grader's check cells call", name=name)
     kit = set(kit_names) | {"celerylab"}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -430,27 +443,28 @@ def changes_to_grader(source: str, kit_names=()) -> str | None:
                 if container is None:
                     continue
                 if _is_sys_modules(container):
-                    return f"it edits sys.modules (`{ast.unparse(sub)}`)"
+                    return _("it edits sys.modules (`{code}`)", code=ast.unparse(sub))
                 if _names_in(container) & {"builtins", "__builtins__"}:
-                    return f"it replaces a built-in the grader uses (`{ast.unparse(sub)}`)"
+                    return _("it replaces a built-in the grader uses (`{code}`)", code=ast.unparse(sub))
                 if _names_in(container) & kit:
-                    verb = "deletes" if isinstance(node, ast.Delete) else "assigns to"
-                    return f"it {verb} `{ast.unparse(sub)}`, part of the kit"
+                    if isinstance(node, ast.Delete):
+                        return _("it deletes `{code}`, part of the kit", code=ast.unparse(sub))
+                    return _("it assigns to `{code}`, part of the kit", code=ast.unparse(sub))
         if isinstance(node, ast.Call):
             func = node.func
             fname = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
             if isinstance(func, ast.Attribute) and _is_sys_modules(func.value) and fname in MUTATORS:
-                return f"it edits sys.modules (`{ast.unparse(node)[:60]}`)"
+                return _("it edits sys.modules (`{code}`)", code=ast.unparse(node)[:60])
             args = list(node.args) + [k.value for k in node.keywords]
             mentioned = set().union(*(_names_in(a) for a in args)) if args else set()
             # a lesson's module (celerylab.lessons...) is the learner's to patch, as its imports are
             if fname in PATCHERS and (mentioned & kit or any(isinstance(m, str) and m.startswith("celerylab")
                                                               and not m.startswith("celerylab.lessons.")
                                                               for m in mentioned)):
-                return f"it patches the kit (`{ast.unparse(node)[:60]}`)"
+                return _("it patches the kit (`{code}`)", code=ast.unparse(node)[:60])
             if fname in MUTATORS | {"__setattr__", "__delattr__"} and isinstance(func, ast.Attribute) \
                     and (_names_in(func.value) & kit) and (isinstance(func.value, ast.Attribute) and func.value.attr == "__dict__"
                                                            or fname in ("__setattr__", "__delattr__")
                                                            or isinstance(func.value, ast.Call)):
-                return f"it changes the kit (`{ast.unparse(node)[:60]}`)"
+                return _("it changes the kit (`{code}`)", code=ast.unparse(node)[:60])
     return None

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from celery.result import AsyncResult, EagerResult
 
+from ..i18n import N_, _
 from .exercise import Exercise
 from .outcomes import ExerciseIncorrect, ExerciseNotAttempted, describe, describe_exc
 from .probe import Event, Outcome, Trial
@@ -39,13 +40,48 @@ def short(task_name: str) -> str:
 
 
 def _a(word: str) -> str:
-    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+    """A type name with its article: ``an int``, ``a float`` (the name is code, the article is not)."""
+    if word[:1].lower() in "aeiou":
+        return _("an {kind}", kind=word)
+    return _("a {kind}", kind=word)
 
 
-def _plural(n: int, word: str) -> str:
-    if n == 1:
-        return f"{n} {word}"
-    return f"{n} {word[:-1]}ies" if word.endswith("y") and word[-2:-1] not in "aeiou" else f"{n} {word}s"
+def _either(names: list[str]) -> str:
+    """``an int or a float``."""
+    text = names[0]
+    for other in names[1:]:
+        text = _("{either} or {other}", either=text, other=other)
+    return text
+
+
+# counted words, one template per case (a translator sees each phrase whole)
+def _retries(n: int) -> str:
+    return _("1 retry") if n == 1 else _("{n} retries", n=n)
+
+
+def _times(n: int) -> str:
+    return _("1 time") if n == 1 else _("{n} times", n=n)
+
+
+def _tasks(n: int) -> str:
+    return _("1 task") if n == 1 else _("{n} tasks", n=n)
+
+
+def _task_messages(n: int) -> str:
+    return _("1 task message") if n == 1 else _("{n} task messages", n=n)
+
+
+def _entries(n: int) -> str:
+    return _("1 entry") if n == 1 else _("{n} entries", n=n)
+
+
+def _failures(n: int) -> str:
+    return _("1 failure") if n == 1 else _("{n} failures", n=n)
+
+
+def _about(about: str) -> str:
+    """`` (a server that fails once)`` after a call, or nothing."""
+    return _(" ({about})", about=_(about)) if about else ""
 
 
 class BehaviourCheck(Exercise):
@@ -59,27 +95,30 @@ class BehaviourCheck(Exercise):
     def run_learner(self, trial: Trial, call: str, fn, *args, name: str | None = None, **kwargs):
         got = trial.call(fn, *args, **kwargs)
         if got.timed_out:
-            raise ExerciseIncorrect(f"{call} did not return within {self.timeout:g} s: "
-                                    f"look for an endless loop or a call that waits")
+            raise ExerciseIncorrect(_("{call} did not return within {seconds:g} s: "
+                                      "look for an endless loop or a call that waits", call=call, seconds=self.timeout))
         if isinstance(got.error, NotImplementedError):
-            raise ExerciseNotAttempted(f"`{name or call}` still raises NotImplementedError: write your code there")
+            raise ExerciseNotAttempted(_("`{name}` still raises NotImplementedError: write your code there",
+                                         name=name or call))
         if got.error is not None:
-            raise ExerciseIncorrect(f"{call} raised {describe_exc(got.error)}")
+            raise ExerciseIncorrect(_("{call} raised {error}", call=call, error=describe_exc(got.error)))
         return got.value
 
     def sent(self, trial: Trial, call: str, value) -> Event:
         """The publish event behind ``value``, which must be the AsyncResult of a sent task."""
         if isinstance(value, EagerResult):
-            raise ExerciseIncorrect(f"{call} ran the task here in the notebook (eagerly), not on a worker: "
-                                    f"is task_always_eager on?")
+            raise ExerciseIncorrect(_("{call} ran the task here in the notebook (eagerly), not on a worker: "
+                                      "is task_always_eager on?", call=call))
         if not isinstance(value, AsyncResult):
             if value is None:
-                raise ExerciseIncorrect(f"{call} returned None: return the AsyncResult you get when you send the task")
-            raise ExerciseIncorrect(f"{call} returned {describe(value)}, not an AsyncResult: a task called like a "
-                                    f"function runs here in the notebook; delay() or apply_async() sends it")
+                raise ExerciseIncorrect(_("{call} returned None: return the AsyncResult you get when you send the task",
+                                          call=call))
+            raise ExerciseIncorrect(_("{call} returned {got}, not an AsyncResult: a task called like a "
+                                      "function runs here in the notebook; delay() or apply_async() sends it",
+                                      call=call, got=describe(value)))
         published = trial.recorder.of(value.id, "published")
         if not published:
-            raise ExerciseIncorrect(f"{call} returned an AsyncResult, but no task message was sent for it")
+            raise ExerciseIncorrect(_("{call} returned an AsyncResult, but no task message was sent for it", call=call))
         return published[0]
 
     def send(self, trial: Trial, task, args=(), kwargs=None, name: str | None = None) -> Event:
@@ -90,11 +129,12 @@ class BehaviourCheck(Exercise):
     def failed(self, call: str, exc: BaseException | None):
         """The error to raise for a task that failed on the worker."""
         if isinstance(exc, NotImplementedError):
-            return ExerciseNotAttempted(f"`{call.split('(')[0]}` still raises NotImplementedError: write your code there")
+            return ExerciseNotAttempted(_("`{name}` still raises NotImplementedError: write your code there",
+                                          name=call.split('(')[0]))
         if type(exc).__name__ == "EncodeError":
-            return ExerciseIncorrect(f"{call} returned a value the worker cannot send back as JSON "
-                                     f"({describe_exc(exc.__context__ or exc) if exc.args else 'EncodeError'})")
-        return ExerciseIncorrect(f"{call} raised {describe_exc(exc)} on the worker")
+            return ExerciseIncorrect(_("{call} returned a value the worker cannot send back as JSON ({error})", call=call,
+                                       error=describe_exc(exc.__context__ or exc) if exc.args else "EncodeError"))
+        return ExerciseIncorrect(_("{call} raised {error} on the worker", call=call, error=describe_exc(exc)))
 
     def finished(self, call: str, outcome: Outcome) -> None:
         """Raise unless the task finished (successfully or not) within the trial.
@@ -108,16 +148,19 @@ class BehaviourCheck(Exercise):
         if outcome.state in ("RUNNING", "NOT STARTED") and n:
             late = [d for d in outcome.retry_delays if d > self.timeout]
             if late:
-                raise ExerciseIncorrect(f"{call} failed and its retry was planned {late[-1]:.0f} s later; "
-                                        f"the check waited {self.timeout:g} s")
-            raise ExerciseIncorrect(f"{call} was still being retried after {self.timeout:g} s "
-                                    f"({_plural(n, 'retry')} so far): give it a max_retries")
+                raise ExerciseIncorrect(_("{call} failed and its retry was planned {later:.0f} s later; "
+                                          "the check waited {seconds:g} s", call=call, later=late[-1],
+                                          seconds=self.timeout))
+            raise ExerciseIncorrect(_("{call} was still being retried after {seconds:g} s "
+                                      "({retries} so far): give it a max_retries", call=call, seconds=self.timeout,
+                                      retries=_retries(n)))
         if outcome.state == "RUNNING":
-            raise ExerciseIncorrect(f"{call} was still running on the worker after {self.timeout:g} s: "
-                                    f"look for an endless loop or a long sleep")
+            raise ExerciseIncorrect(_("{call} was still running on the worker after {seconds:g} s: "
+                                      "look for an endless loop or a long sleep", call=call, seconds=self.timeout))
         if outcome.state == "NOT STARTED":
-            raise ExerciseIncorrect(f"{call} was sent to the queue {outcome.queue!r}, but no worker "
-                                    f"started it within {self.timeout:g} s")
+            raise ExerciseIncorrect(_("{call} was sent to the queue {queue}, but no worker "
+                                      "started it within {seconds:g} s", call=call, queue=repr(outcome.queue),
+                                      seconds=self.timeout))
 
     def succeeded(self, call: str, outcome: Outcome):
         self.finished(call, outcome)
@@ -127,7 +170,7 @@ class BehaviourCheck(Exercise):
 
 
 def _exc_name(exc) -> str:
-    return type(exc).__name__ if isinstance(exc, BaseException) else "a retry without an error"
+    return type(exc).__name__ if isinstance(exc, BaseException) else _("a retry without an error")
 
 
 def _same(expected, got) -> bool:
@@ -145,8 +188,9 @@ class TaskReturns(BehaviourCheck):
     task = "task"
     cases: list = []
     result_types: tuple | None = None  #: accepted return types (default: the expected value's type)
-    wrong_value = "{call} returned {got}, which is not the expected value"
-    wrong_type = "{call} returned {got}; {expected_type} was expected"
+    #: templates (shown with ``_()``): a lab may give its own, marked with ``N_``
+    wrong_value = N_("{call} returned {got}, which is not the expected value")
+    wrong_type = N_("{call} returned {got}; {expected_type} was expected")
 
     def _check(self, ns):
         task = self.task_named(ns, self.task)
@@ -158,15 +202,15 @@ class TaskReturns(BehaviourCheck):
                 outcome = outcomes[pub.task_id]
                 got = self.succeeded(call, outcome)
                 if outcome.started[0].data["eager"]:
-                    raise ExerciseIncorrect(f"{call} ran here in the notebook, not on the worker")
+                    raise ExerciseIncorrect(_("{call} ran here in the notebook, not on the worker", call=call))
                 types = self.result_types or (type(expected),)
                 if isinstance(expected, (int, float)) and not isinstance(expected, bool) and self.result_types is None:
                     types = (int, float)
                 if not isinstance(got, types) or isinstance(got, bool) and bool not in types:
-                    names = " or ".join(_a(t.__name__) for t in types)
-                    raise ExerciseIncorrect(self.wrong_type.format(call=call, got=describe(got), expected_type=names))
+                    names = _either([_a(t.__name__) for t in types])
+                    raise ExerciseIncorrect(_(self.wrong_type, call=call, got=describe(got), expected_type=names))
                 if not _same(expected, got):
-                    raise ExerciseIncorrect(self.wrong_value.format(call=call, got=describe(got)))
+                    raise ExerciseIncorrect(_(self.wrong_value, call=call, got=describe(got)))
 
 
 class RoutesToQueue(BehaviourCheck):
@@ -185,13 +229,14 @@ class RoutesToQueue(BehaviourCheck):
             value = self.run_learner(trial, call, send, *self.args, name=self.sender)
             pub = self.sent(trial, call, value)
             if expected_task is not None and pub.name != expected_task.name:
-                raise ExerciseIncorrect(f"{call} sent the task {short(pub.name)!r}, not {self.task!r}")
+                raise ExerciseIncorrect(_("{call} sent the task {sent}, not {expected}", call=call,
+                                          sent=repr(short(pub.name)), expected=repr(self.task)))
             # a worker on the expected queue (and on wherever the message really went, so
             # nothing is left behind in the broker) takes it; the worker reports the queue
             outcome = trial.run(value.app, [pub.task_id], queues=[self.queue])[pub.task_id]
             if outcome.queue != self.queue:
-                raise ExerciseIncorrect(f"{call} sent {short(pub.name)} to the queue {outcome.queue!r}, "
-                                        f"not to {self.queue!r}")
+                raise ExerciseIncorrect(_("{call} sent {task} to the queue {queue}, not to {expected}", call=call,
+                                          task=short(pub.name), queue=repr(outcome.queue), expected=repr(self.queue)))
             self.succeeded(fmt_call(short(pub.name), pub.data["args"]), outcome)
 
 
@@ -204,7 +249,7 @@ class Attempts:
     succeeds: bool          #: whether it should succeed in the end
     value: object = None    #: the final value when it succeeds (None: don't compare)
     raises: str = ""        #: the exception name it should end with when it fails
-    about: str = ""         #: what this case is, for messages ("a server that stays down")
+    about: str = ""         #: what this case is, for messages (``N_("a server that stays down")``, shown translated)
 
 
 class RetriesOn(BehaviourCheck):
@@ -235,47 +280,57 @@ class RetriesOn(BehaviourCheck):
 
     def _judge(self, call: str, s: Attempts, o: Outcome, lo: float, hi: float) -> None:
         n = len(o.retried)
-        about = f" ({s.about})" if s.about else ""
+        about = _about(s.about)
         late = [d for d in o.retry_delays if d > hi]
         if late:
-            raise ExerciseIncorrect(f"{call} failed and its retry was planned {late[0]:.0f} s later; "
-                                    f"retry after about {self.countdown:g} s")
+            raise ExerciseIncorrect(_("{call} failed and its retry was planned {later:.0f} s later; "
+                                      "retry after about {countdown:g} s", call=call, later=late[0],
+                                      countdown=self.countdown))
         if o.state in ("RUNNING", "NOT STARTED") and n > s.retries:
-            raise ExerciseIncorrect(f"{call} was still being retried after {self.timeout:g} s "
-                                    f"({_plural(n, 'retry')} so far){about}: it should get {_plural(s.retries, 'retry')}")
+            raise ExerciseIncorrect(_("{call} was still being retried after {seconds:g} s ({retries} so far){about}: "
+                                      "it should get {expected}", call=call, seconds=self.timeout,
+                                      retries=_retries(n), about=about, expected=_retries(s.retries)))
         self.finished(call, o)
         if o.state == "FAILURE" and isinstance(o.exc, NotImplementedError):
             raise self.failed(call, o.exc)
         first_error = o.retried[0].data.get("exc") if o.retried else o.exc
         if n < s.retries:
             if n == 0 and o.state == "SUCCESS":
-                raise ExerciseIncorrect(f"{call} returned {describe(o.value)} without a retry{about}; "
-                                        f"it should be retried {_plural(s.retries, 'time')}")
+                raise ExerciseIncorrect(_("{call} returned {got} without a retry{about}; "
+                                          "it should be retried {expected}", call=call, got=describe(o.value),
+                                          about=about, expected=_times(s.retries)))
             if n == 0:
-                raise ExerciseIncorrect(f"{call} raised {_exc_name(o.exc)} and was never retried{about}")
-            raise ExerciseIncorrect(f"{call} was retried {_plural(n, 'time')}{about}; "
-                                    f"it should be retried {_plural(s.retries, 'time')}")
+                raise ExerciseIncorrect(_("{call} raised {error} and was never retried{about}", call=call,
+                                          error=_exc_name(o.exc), about=about))
+            raise ExerciseIncorrect(_("{call} was retried {times}{about}; it should be retried {expected}",
+                                      call=call, times=_times(n), about=about, expected=_times(s.retries)))
         if n > s.retries:
             if s.retries == 0:
-                raise ExerciseIncorrect(f"{call} was retried {_plural(n, 'time')} after "
-                                        f"{_exc_name(first_error)}{about}: it should fail at once, without a retry")
-            raise ExerciseIncorrect(f"{call} was retried {_plural(n, 'time')}{about}; "
-                                    f"it should be retried {_plural(s.retries, 'time')}")
+                raise ExerciseIncorrect(_("{call} was retried {times} after {error}{about}: it should fail at once, "
+                                          "without a retry", call=call, times=_times(n), error=_exc_name(first_error),
+                                          about=about))
+            raise ExerciseIncorrect(_("{call} was retried {times}{about}; it should be retried {expected}",
+                                      call=call, times=_times(n), about=about, expected=_times(s.retries)))
         # judged by when each retry was planned for (its ETA, from the start of the failed attempt),
         # not by when the worker got to it: a loaded machine runs a retry late, never early
         for pause in o.retry_delays_from_start:
             if pause < lo:
-                raise ExerciseIncorrect(f"{call} was retried {pause:.1f} s after it failed; "
-                                        f"wait about {self.countdown:g} s before the retry")
+                raise ExerciseIncorrect(_("{call} was retried {pause:.1f} s after it failed; "
+                                          "wait about {countdown:g} s before the retry", call=call, pause=pause,
+                                          countdown=self.countdown))
         if s.succeeds and o.state == "FAILURE":
-            raise ExerciseIncorrect(f"{call} ended with {describe_exc(o.exc)} after {_plural(n, 'retry')}{about}")
+            raise ExerciseIncorrect(_("{call} ended with {error} after {retries}{about}", call=call,
+                                      error=describe_exc(o.exc), retries=_retries(n), about=about))
         if not s.succeeds and o.state == "SUCCESS":
-            raise ExerciseIncorrect(f"{call} returned {describe(o.value)}{about}, but it should fail")
+            raise ExerciseIncorrect(_("{call} returned {got}{about}, but it should fail", call=call,
+                                      got=describe(o.value), about=about))
         if not s.succeeds and s.raises and type(o.exc).__name__ != s.raises:
-            raise ExerciseIncorrect(f"{call} ended with {_exc_name(o.exc)}{about}; "
-                                    f"after its last retry it should fail with the original {s.raises}")
+            raise ExerciseIncorrect(_("{call} ended with {error}{about}; after its last retry it should fail with "
+                                      "the original {expected}", call=call, error=_exc_name(o.exc), about=about,
+                                      expected=s.raises))
         if s.succeeds and s.value is not None and not _same(s.value, o.value):
-            raise ExerciseIncorrect(f"{call} returned {describe(o.value)}{about}, which is not the expected value")
+            raise ExerciseIncorrect(_("{call} returned {got}{about}, which is not the expected value", call=call,
+                                      got=describe(o.value), about=about))
 
 
 def _app_of(value):
@@ -297,7 +352,7 @@ class PriorityOrder(BehaviourCheck):
     sender = "send_jobs"
     args: tuple = ()
     expected: list = []
-    wrong_order = "they should run in order of priority"
+    wrong_order = N_("they should run in order of priority")  #: shown with ``_()``
 
     def _check(self, ns):
         send = self.callable_named(ns, self.sender)
@@ -308,18 +363,21 @@ class PriorityOrder(BehaviourCheck):
             pubs = [e for e in trial.recorder.published(before) if not e.data.get("retries")]
             if not pubs:
                 ran_here = [e for e in trial.recorder.events[before:] if e.kind == "started"]
-                how = ": it ran them here in the notebook instead of sending them" if ran_here else ""
-                raise ExerciseIncorrect(f"{call} sent no task messages{how}")
+                if ran_here:
+                    raise ExerciseIncorrect(_("{call} sent no task messages: it ran them here in the notebook "
+                                              "instead of sending them", call=call))
+                raise ExerciseIncorrect(_("{call} sent no task messages", call=call))
             if len(pubs) != len(self.expected):
-                raise ExerciseIncorrect(f"{call} sent {_plural(len(pubs), 'task message')}; "
-                                        f"it should send {len(self.expected)}")
+                raise ExerciseIncorrect(_("{call} sent {messages}; it should send {expected}", call=call,
+                                          messages=_task_messages(len(pubs)), expected=len(self.expected)))
             outcomes = trial.run(_app_of(value), [p.task_id for p in pubs], concurrency=1, prefetch_multiplier=1)
             for pub in pubs:
                 self.finished(fmt_call(short(pub.name), pub.data["args"]), outcomes[pub.task_id])
             ran = sorted(outcomes.values(), key=lambda o: o.started[0].at)
             order = [o.started[0].data["args"][0] if o.started[0].data["args"] else None for o in ran]
             if order != list(self.expected):
-                raise ExerciseIncorrect(f"one worker ran them in the order {order!r}: {self.wrong_order}")
+                raise ExerciseIncorrect(_("one worker ran them in the order {order}: {why}", order=repr(order),
+                                          why=_(self.wrong_order)))
 
 
 def _entry_text(raw: bytes) -> str:
@@ -368,31 +426,36 @@ class DeadLetters(BehaviourCheck):
                 if isinstance(outcome.exc, NotImplementedError):
                     raise self.failed(call, outcome.exc)
                 if fails and outcome.state != "FAILURE":
-                    raise ExerciseIncorrect(f"{call} returned {describe(outcome.value)}; it should fail")
+                    raise ExerciseIncorrect(_("{call} returned {got}; it should fail", call=call,
+                                              got=describe(outcome.value)))
                 if not fails and outcome.state == "FAILURE":
                     raise self.failed(call, outcome.exc)
                 failures += bool(fails)
             trial.recorder.wait(lambda _: client.llen(self.list_key) >= failures, 1.0)
             entries = [_entry_text(raw) for raw in client.lrange(self.list_key, 0, -1)]
         if failures and not entries:
-            raise ExerciseIncorrect(f"nothing landed in the dead-letter list {self.list_key!r} "
-                                    f"after {_plural(failures, 'task')} failed")
+            raise ExerciseIncorrect(_("nothing landed in the dead-letter list {key} after {tasks} failed",
+                                      key=repr(self.list_key), tasks=_tasks(failures)))
         for args, fails, pub in sent:
             call = fmt_call(self.task, args)
             mine = [e for e in entries if pub.task_id in e or json.dumps(list(args)) in e]
             if fails and not mine:
-                raise ExerciseIncorrect(f"{call} failed, but no entry in {self.list_key!r} names its task id")
+                raise ExerciseIncorrect(_("{call} failed, but no entry in {key} names its task id", call=call,
+                                          key=repr(self.list_key)))
             if not fails and mine:
-                raise ExerciseIncorrect(f"{call} succeeded, but an entry for it landed in {self.list_key!r}")
+                raise ExerciseIncorrect(_("{call} succeeded, but an entry for it landed in {key}", call=call,
+                                          key=repr(self.list_key)))
         if len(entries) != failures:
-            raise ExerciseIncorrect(f"{self.list_key!r} holds {_plural(len(entries), 'entry')} "
-                                    f"after {_plural(failures, 'failure')}: each failed task should land there once")
+            raise ExerciseIncorrect(_("{key} holds {entries} after {failures}: each failed task should land there once",
+                                      key=repr(self.list_key), entries=_entries(len(entries)),
+                                      failures=_failures(failures)))
 
     @staticmethod
     def _redis(app):
         url = app.conf.broker_url or ""
         if not url.startswith(("redis://", "rediss://")):
-            raise ExerciseIncorrect(f"this check reads a Redis list, but the broker is {url.split(':', 1)[0]!r}")
+            raise ExerciseIncorrect(_("this check reads a Redis list, but the broker is {scheme}",
+                                      scheme=repr(url.split(':', 1)[0])))
         import redis
 
         return redis.Redis.from_url(url)

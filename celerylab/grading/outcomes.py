@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 
+from ..i18n import N_, _
+
 RED, RESET = "\x1b[0;31m", "\x1b[0m"
 
 
@@ -74,23 +76,25 @@ def describe(value, limit: int = 60) -> str:
     if len(text) > limit:
         text = text[: limit - 3] + "..."
     kind = type(value).__name__
-    article = "an" if kind[:1].lower() in "aeiou" else "a"
-    return f"{text} ({article} {kind})"
+    if kind[:1].lower() in "aeiou":
+        return _("{value} (an {kind})", value=text, kind=kind)
+    return _("{value} (a {kind})", value=text, kind=kind)
 
 
 _UNSTABLE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|0x[0-9a-f]{6,}")
 
 
 #: the one wording for a task that needs ``self`` but was not declared with ``bind=True``
-BIND_HINT = "use @app.task(bind=True) to get self"
+#: (the English msgid: show it with ``_(BIND_HINT)``; :func:`hint_for` returns it translated)
+BIND_HINT = N_("use @app.task(bind=True) to get self")
 
 
 def hint_for(exc: BaseException | None) -> str:
     """A fixed hint for errors with one usual cause (empty when there is none)."""
     if isinstance(exc, NameError) and "'self'" in str(exc):
-        return BIND_HINT
+        return _(BIND_HINT)
     if isinstance(exc, (ModuleNotFoundError, ImportError)) and getattr(exc, "name", None):
-        return f"the package {exc.name!r} is not installed here"
+        return _("the package {package} is not installed here", package=repr(exc.name))
     return ""
 
 
@@ -101,7 +105,7 @@ def describe_exc(exc: BaseException | None, limit: int = 120) -> str:
     @app.task(bind=True) to get self)``.
     """
     if exc is None:
-        return "no exception"
+        return _("no exception")
     hint = hint_for(exc)
     if hint:
         return f"{_describe_exc(exc, limit)} ({hint})"
