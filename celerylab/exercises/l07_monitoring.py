@@ -289,7 +289,8 @@ class JsonTaskLog(BehaviourCheck):
         try:
             formatter = cls()
         except Exception as exc:  # noqa: BLE001 - reported to the learner
-            raise ExerciseIncorrect(_("{name}() raised {error}", name=self.formatter, error=describe_exc(exc))) from None
+            raise ExerciseIncorrect(_("{name}() raised {error}",
+                                      name=self.formatter, error=describe_exc(exc))) from None
         probe = logging.LogRecord("lab07", logging.INFO, __file__, 0, "probe %s", (1,), None)
         got = call_with_deadline(formatter.format, probe, timeout=self.timeout)
         if isinstance(got.error, NotImplementedError):

@@ -79,7 +79,8 @@ class NoLostTasks(BehaviourCheck):
         settings = self.value_named(ns, self.name)
         if not isinstance(settings, dict) or not all(isinstance(k, str) for k in settings):
             raise ExerciseIncorrect(_("`{name}` is {what}: it should be a dict of Celery "
-                                      "settings, like {{'task_acks_late': True}}", name=self.name, what=describe(settings)))
+                                      "settings, like {{'task_acks_late': True}}",
+                                      name=self.name, what=describe(settings)))
         tag = f"lab08-{os.getpid()}-{time.monotonic_ns()}"
         child_q, group_q = f"{tag}-a", f"{tag}-b"
         lab.reset(f"{tag}-child", f"{tag}-group")

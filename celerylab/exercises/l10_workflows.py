@@ -115,7 +115,8 @@ class OrderPipeline(_SendsFirst):
             reserved = trial.outcome(r_runs[0].task_id).value
             if c_runs[0].data["args"][:1] != [reserved]:
                 raise ExerciseIncorrect(_("charge_order got {args}; it should get "
-                                          "reserve_stock's result as its argument", args=describe(c_runs[0].data["args"])))
+                                          "reserve_stock's result as its argument",
+                                          args=describe(c_runs[0].data["args"])))
             if e_runs[0].data["args"] != [order_id]:
                 raise ExerciseIncorrect(_("email_customer got {args}; it should get "
                                           "the order id only (an immutable signature)",
