@@ -39,6 +39,7 @@ from celery import Celery
 from celery.signals import before_task_publish
 
 from . import processes
+from .i18n import _
 
 log = logging.getLogger("celerylab.events")
 
@@ -198,16 +199,20 @@ class Summary:
 
     def line(self) -> str:
         """One deterministic text line: the counts, no times or ids."""
-        states = ", ".join(f"{s}: {n}" for s, n in self.states.items() if n)
-        parts = [f"{self.tasks} tasks" + (f" ({states})" if states else ""), f"in flight: {self.in_flight}"]
+        states = ", ".join(f"{s}: {n}" for s, n in self.states.items() if n)   # Celery's state names
+        parts = [_("{tasks} tasks ({states})", tasks=self.tasks, states=states) if states
+                 else _("{tasks} tasks", tasks=self.tasks),
+                 _("in flight: {in_flight}", in_flight=self.in_flight)]
         retried = self.events.get("task-retried", 0)
         if retried:
-            parts.append(f"retries: {retried}")
+            parts.append(_("retries: {retries}", retries=retried))
         if self.queues:
-            parts.append("queues: " + ", ".join(f"{q}={sum(c.values())}" for q, c in sorted(self.queues.items())))
+            parts.append(_("queues: {queues}", queues=", ".join(
+                f"{q}={sum(c.values())}" for q, c in sorted(self.queues.items()))))
         if self.workers:
-            parts.append("workers: " + ", ".join(
-                f"{w.name} ran {w.events.get('started', 0)}" for _, w in sorted(self.workers.items())))
+            ran = [_("{worker} ran {started}", worker=w.name, started=w.events.get("started", 0))
+                   for _host, w in sorted(self.workers.items())]
+            parts.append(_("workers: {workers}", workers=", ".join(ran)))
         return " | ".join(parts)
 
 
@@ -554,7 +559,7 @@ class QueueSampler:
                 depths = self.sample()
                 self.error = None
             except Exception as exc:  # broker gone: keep trying, say so in the view
-                self.error = f"queue depth unavailable: {exc}"
+                self.error = _("queue depth unavailable: {error}", error=exc)
             else:
                 self.samples.append((time.time() - self.t0, depths))
                 if len(self.samples) > self.max_samples:
@@ -661,9 +666,10 @@ class Watcher:
             try:
                 while not self._ready.is_set():
                     if not self.running:
-                        raise RuntimeError(f"event receiver stopped: {self.error or 'unknown error'}")
+                        raise RuntimeError(_("event receiver stopped: {error}", error=self.error or _("unknown error")))
                     if time.monotonic() > deadline:
-                        raise TimeoutError(f"no events from {self.key} within {timeout:.0f} s: {self.error or ''}")
+                        raise TimeoutError(_("no events from {broker} within {timeout:.0f} s: {error}",
+                                             broker=self.key, timeout=timeout, error=self.error or ""))
                     dispatcher.send(PROBE_EVENT, nonce=self._nonce)
                     self._ready.wait(0.05)
                 self._wakeup_workers(conn)
@@ -848,7 +854,8 @@ class Watcher:
             if predicate(s):
                 return s
             if time.monotonic() > deadline:
-                raise TimeoutError(f"watcher: condition not met within {timeout} s; now: {s.line()}")
+                raise TimeoutError(_("watcher: condition not met within {timeout} s; now: {summary}",
+                                     timeout=timeout, summary=s.line()))
             time.sleep(0.02)
 
     def __repr__(self) -> str:

@@ -52,6 +52,7 @@ from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 from . import processes
 from .errors import CeleryLabError, PortInUseError
 from .events import DEFAULT_PRIORITY_STEPS, DEFAULT_SEP, Watcher, active_watcher, band_key
+from .i18n import N_, _
 from .ports import LOOPBACK, port_in_use
 
 #: Task event -> counter name (celery-exporter's names, without the ``_total`` prometheus adds).
@@ -124,7 +125,7 @@ class QueueLengths:
     def bands(self, queues) -> dict[str, dict[int, int]]:
         """Redis only: ``{queue: {band: messages}}``."""
         if not self.redis:
-            raise ExporterError("priority bands are a Redis-transport detail; this broker is not Redis")
+            raise ExporterError(_("priority bands are a Redis-transport detail; this broker is not Redis"))
         return redis_queue_lengths(self._client, queues, self.steps, self.sep, self.prefix)
 
     def lengths(self, queues) -> dict[str, int]:
@@ -383,7 +384,8 @@ class Exporter:
             if snap.value(metric, **labels) >= at_least:
                 return snap
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{metric} is {snap.value(metric, **labels):g}, not {at_least:g}, after {timeout:g} s")
+                raise TimeoutError(_("{metric} is {value:g}, not {at_least:g}, after {timeout:g} s", metric=metric,
+                                     value=snap.value(metric, **labels), at_least=at_least, timeout=timeout))
             time.sleep(0.05)
 
     def text(self) -> str:
@@ -419,11 +421,13 @@ class Exporter:
             server.set_app(app)
         else:
             if port and port_in_use(port, host):
-                raise PortInUseError(f"port {port} on {host} is already in use: serve() without a port picks a free one")
+                raise PortInUseError(_("port {port} on {host} is already in use: serve() without a port picks a free one",
+                                        port=port, host=host))
             try:
                 server = make_server(host, port or 0, app, ThreadingWSGIServer, handler_class=_QuietHandler)
             except OSError as exc:
-                raise PortInUseError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
+                raise PortInUseError(_("cannot serve metrics on {host}:{port}: {reason}", host=host, port=port,
+                                        reason=exc.strerror)) from None
         server.daemon_threads = True
         self._server = server
         self.host, self.port = host, server.server_port
@@ -506,7 +510,11 @@ def start_exporter(app: Celery, port: int | None = None, queues=(), worker_timeo
 # ---------------------------------------------------------------------------------------
 # A live plot of scraped metrics (what a Grafana panel shows, in the notebook)
 # ---------------------------------------------------------------------------------------
-LIVE_TEXT = "celerylab live metrics plot (a widget: shown while the kernel runs)"
+LIVE_TEXT = N_("celerylab live metrics plot (a widget: shown while the kernel runs)")
+#: The default plot's title, y axis and queue line (shown with ``_()``; the series keys stay English)
+DEFAULT_TITLE = N_("Live metrics")
+DEFAULT_YAXIS = N_("count")
+QUEUE_LINE = N_("queue length (celery)")
 
 
 class LivePlot:
@@ -519,8 +527,8 @@ class LivePlot:
     notebook keeps no picture of the widget).
     """
 
-    def __init__(self, url: str, series: dict, interval: float = 0.25, title: str = "Live metrics",
-                 yaxis: str = "count"):
+    def __init__(self, url: str, series: dict, interval: float = 0.25, title: str = DEFAULT_TITLE,
+                 yaxis: str = DEFAULT_YAXIS):
         import plotly.graph_objects as go
 
         self.url = url
@@ -529,11 +537,12 @@ class LivePlot:
         self.points: list[tuple[float, dict]] = []
         self.errors: list[str] = []
         fig = go.FigureWidget()
-        fig.update_layout(title=title, height=320, margin=dict(l=60, r=20, t=60, b=40),
+        fig.update_layout(title=_(title), height=320, margin=dict(l=60, r=20, t=60, b=40),
                           legend=dict(orientation="h", y=1.12),
-                          xaxis=dict(title="seconds", rangemode="tozero"), yaxis=dict(title=yaxis, rangemode="tozero"))
+                          xaxis=dict(title=_("seconds"), rangemode="tozero"),
+                          yaxis=dict(title=_(yaxis), rangemode="tozero"))
         for name in self.series:
-            fig.add_scatter(mode="lines", name=name, x=[], y=[], line=dict(shape="hv"))
+            fig.add_scatter(mode="lines", name=_(name), x=[], y=[], line=dict(shape="hv"))
         self.widget = fig
         self.title = title
         self.yaxis = yaxis
@@ -598,19 +607,20 @@ class LivePlot:
         import plotly.graph_objects as go
 
         values = self.final_values()
-        names, ys = list(values), [values[n] for n in values]
+        names, ys = [_(n) for n in values], [values[n] for n in values]
         fig = go.Figure(go.Bar(x=ys, y=names, orientation="h", text=[f"{v:g}" for v in ys],
                                textposition="auto", marker_color="#4e79a7", hovertemplate="%{y}: %{x}<extra></extra>"))
-        fig.update_layout(title=f"{self.title}: final values (the curves over time are drawn live only)",
+        fig.update_layout(title=_("{title}: final values (the curves over time are drawn live only)",
+                                  title=_(self.title)),
                           height=120 + 32 * max(len(names), 1), margin=dict(l=160, r=20, t=50, b=40),
-                          xaxis=dict(title=self.yaxis, rangemode="tozero"),
+                          xaxis=dict(title=_(self.yaxis), rangemode="tozero"),
                           yaxis=dict(autorange="reversed", type="category"))
         return fig
 
     def final_line(self) -> str:
         values = self.final_values()
-        return (f"Final values of the live metrics plot {self.title!r}: "
-                + ", ".join(f"{name} {value:g}" for name, value in values.items()))
+        return _("Final values of the live metrics plot {title}: {values}", title=repr(_(self.title)),
+                 values=", ".join(f"{_(name)} {value:g}" for name, value in values.items()))
 
     def final_bundle(self) -> dict:
         """The display bundle of the final values: plotly JSON (JupyterLab, the book), an HTML
@@ -620,15 +630,16 @@ class LivePlot:
         import plotly.io as pio
 
         bundle = dict(pio.renderers["plotly_mimetype"].to_mimebundle(self.final_figure().to_dict()))
-        rows = "".join(f"<tr><td>{html.escape(name)}</td><td style='text-align:right'>{value:g}</td></tr>"
+        rows = "".join(f"<tr><td>{html.escape(_(name))}</td><td style='text-align:right'>{value:g}</td></tr>"
                        for name, value in self.final_values().items())
-        bundle["text/html"] = (f'<table class="celerylab-live-plot-final"><caption>{html.escape(self.title)}: '
-                               f"final values</caption>{rows}</table>")
+        caption = _("{title}: final values", title=html.escape(_(self.title)))
+        bundle["text/html"] = (f'<table class="celerylab-live-plot-final"><caption>{caption}'
+                               f"</caption>{rows}</table>")
         bundle["text/plain"] = self.final_line()
         return bundle
 
     def _repr_mimebundle_(self, **kwargs):
-        return {"text/plain": LIVE_TEXT,
+        return {"text/plain": _(LIVE_TEXT),
                 "application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0,
                                                              "model_id": self.widget.model_id}}
 
@@ -639,6 +650,6 @@ def live_plot(url: str, series: dict | None = None, interval: float = 0.25, **kw
         "sent": ("celery_task_sent_total", {}),
         "succeeded": ("celery_task_succeeded_total", {}),
         "failed": ("celery_task_failed_total", {}),
-        "queue length (celery)": ("celery_queue_length", {"queue_name": "celery"}),
+        QUEUE_LINE: ("celery_queue_length", {"queue_name": "celery"}),
     }
     return LivePlot(url, series, interval, **kwargs)
