@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from . import processes
 from .errors import BrokerUnreachableError, CeleryLabError, LupaMissingError, PortInUseError
+from .i18n import _
 from .ports import LOOPBACK, port_in_use
 
 BROKER_URL_ENV = "CELERYLAB_BROKER_URL"
@@ -76,8 +77,9 @@ class Broker:
         self.stop()
 
     def __str__(self) -> str:
-        kind = "embedded fakeredis" if self.embedded else "external"
-        return f"{kind} broker at {self.url}"
+        if self.embedded:
+            return _("embedded fakeredis broker at {url}", url=self.url)
+        return _("external broker at {url}", url=self.url)
 
 
 _lock = threading.RLock()
@@ -88,10 +90,10 @@ def _require_lupa() -> None:
     try:
         import lupa  # noqa: F401
     except ImportError:
-        raise LupaMissingError(
+        raise LupaMissingError(_(
             "the embedded broker needs the 'lupa' package (kombu's Lua scripts fail on fakeredis "
             "without it): run `pip install lupa`, or `make lab` to reinstall the kit"
-        ) from None
+        )) from None
 
 
 def learner() -> str | None:
@@ -100,8 +102,9 @@ def learner() -> str | None:
     if not name:
         return None
     if not _LEARNER_NAME.fullmatch(name):
-        raise CeleryLabError(f"{LEARNER_ENV}={name!r}: use 1-40 letters, digits, '_', '-' or '.', "
-                             f"starting with a letter or digit (e.g. alice or team-3)")
+        raise CeleryLabError(_("{variable}={name}: use 1-40 letters, digits, '_', '-' or '.', "
+                               "starting with a letter or digit (e.g. alice or team-3)",
+                               variable=LEARNER_ENV, name=repr(name)))
     return name
 
 
@@ -159,14 +162,14 @@ class _LearnerKeys:
             n = int(rest[1])
             return [command, rest[0], rest[1], *(self._prefixed(k) for k in rest[2:2 + n]), *rest[2 + n:]]
         if name in ("KEYS", "SCAN", "RANDOMKEY", "FLUSHDB", "FLUSHALL"):
-            raise CeleryLabError(
-                f"{name} goes over every learner's keys: a class broker denies it to learners "
-                f"(keep the keys you need in a set, or delete them by name)")
+            raise CeleryLabError(_(
+                "{command} goes over every learner's keys: a class broker denies it to learners "
+                "(keep the keys you need in a set, or delete them by name)", command=name))
         if name in _NO_KEYS:
             return list(args)
         if name not in _KEY_POSITIONS:
-            raise CeleryLabError(f"the learner's Redis client does not know where {name}'s keys are "
-                                 f"(add it to celerylab.broker._KEY_POSITIONS)")
+            raise CeleryLabError(_("the learner's Redis client does not know where {command}'s keys are "
+                                   "(add it to celerylab.broker._KEY_POSITIONS)", command=name))
         first, last, step = _KEY_POSITIONS[name]
         stop = len(rest) + last + 1 if last < 0 else last + 1
         return [command, *(self._prefixed(a) if first <= i < stop and (i - first) % step == 0 else a
@@ -234,14 +237,15 @@ def start_broker(port: int | None = None, host: str = LOOPBACK) -> Broker:
         from .resp_server import EmbeddedRedisServer
 
         if port and port_in_use(port, host):
-            raise PortInUseError(
-                f"port {port} on {host} is already in use by another program; "
-                f"call start_broker() without a port to get a free one"
-            )
+            raise PortInUseError(_(
+                "port {port} on {host} is already in use by another program; "
+                "call start_broker() without a port to get a free one", port=port, host=host
+            ))
         try:
             server = EmbeddedRedisServer(host, port or 0).start()
         except OSError as exc:
-            raise PortInUseError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            raise PortInUseError(_("cannot listen on {host}:{port}: {reason}", host=host, port=port,
+                                   reason=exc.strerror)) from None
         url = f"redis://{host}:{server.port}/0"
         broker = Broker(url=url, result_backend=url, embedded=True, _server=server)
         broker._forget = processes.register(f"embedded broker {url}", broker.stop)
@@ -308,9 +312,10 @@ def check_reachable(url: str, timeout: float = REACH_TIMEOUT) -> None:
     scheme = parts.scheme
     default_ports = {"redis": 6379, "rediss": 6379, "amqp": 5672, "amqps": 5671, "pyamqp": 5672}
     if scheme not in default_ports:
-        raise BrokerUnreachableError(
-            f"{BROKER_URL_ENV}={url!r}: unsupported scheme {scheme!r}; use redis://host:port/db or amqp://user:pw@host:port/vhost"
-        )
+        raise BrokerUnreachableError(_(
+            "{variable}={url}: unsupported scheme {scheme}; use redis://host:port/db or amqp://user:pw@host:port/vhost",
+            variable=BROKER_URL_ENV, url=repr(url), scheme=repr(scheme)
+        ))
     host, port = parts.hostname or "localhost", parts.port or default_ports[scheme]
     deadline = time.monotonic() + timeout
     try:
@@ -318,10 +323,11 @@ def check_reachable(url: str, timeout: float = REACH_TIMEOUT) -> None:
             pass
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
-        raise BrokerUnreachableError(
-            f"cannot reach the broker in {BROKER_URL_ENV} ({host}:{port}): {reason}; "
-            f"start it, fix the URL, or unset {BROKER_URL_ENV} to use the embedded broker"
-        ) from None
+        raise BrokerUnreachableError(_(
+            "cannot reach the broker in {variable} ({host}:{port}): {reason}; "
+            "start it, fix the URL, or unset {variable} to use the embedded broker",
+            variable=BROKER_URL_ENV, host=host, port=port, reason=reason
+        )) from None
     # Something answered TCP; make sure it speaks the broker's protocol (a proxy or the wrong
     # service would otherwise hang Celery later). Bounded by a thread join, whatever the client does.
     outcome: list[BaseException | None] = []
@@ -341,14 +347,18 @@ def check_reachable(url: str, timeout: float = REACH_TIMEOUT) -> None:
     thread.start()
     thread.join(max(0.5, deadline - time.monotonic()))
     if not outcome:
-        raise BrokerUnreachableError(
-            f"the broker in {BROKER_URL_ENV} ({host}:{port}) accepted a connection but did not answer as "
-            f"{scheme} within {timeout:.0f} s; check the URL and that the broker is running"
-        )
+        raise BrokerUnreachableError(_(
+            "the broker in {variable} ({host}:{port}) accepted a connection but did not answer as "
+            "{scheme} within {timeout:.0f} s; check the URL and that the broker is running",
+            variable=BROKER_URL_ENV, host=host, port=port, scheme=scheme, timeout=timeout
+        ))
     if outcome[0] is not None:
         reason = str(outcome[0]).splitlines()[0] if str(outcome[0]) else type(outcome[0]).__name__
         vhost = urlsplit(url).path.lstrip("/")
         if ("vhost" in reason.lower() or "access" in reason.lower()) and vhost not in ("", "/"):
-            reason += (f" (your instructor creates the virtual host {vhost!r} and your access to it: "
-                       f"rabbitmqctl add_vhost {vhost}, see docs/classroom.md)")
-        raise BrokerUnreachableError(f"the broker in {BROKER_URL_ENV} ({host}:{port}) refused us: {reason}")
+            raise BrokerUnreachableError(_(
+                "the broker in {variable} ({host}:{port}) refused us: {reason} (your instructor creates the "
+                "virtual host {quoted} and your access to it: rabbitmqctl add_vhost {vhost}, see docs/classroom.md)",
+                variable=BROKER_URL_ENV, host=host, port=port, reason=reason, quoted=repr(vhost), vhost=vhost))
+        raise BrokerUnreachableError(_("the broker in {variable} ({host}:{port}) refused us: {reason}",
+                                       variable=BROKER_URL_ENV, host=host, port=port, reason=reason))

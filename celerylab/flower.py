@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from . import logs, processes
 from .broker import start_broker
 from .errors import CeleryLabError, PortInUseError
+from .i18n import _
 from .ports import LOOPBACK, free_port, port_in_use
 
 
@@ -64,9 +65,9 @@ class Response:
 
 def _require_flower() -> None:
     if importlib.util.find_spec("flower") is None:
-        raise FlowerMissingError(
+        raise FlowerMissingError(_(
             "Flower is not installed in this Python: run `pip install flower==2.2.0` "
-            "(or `make lab`, which installs everything the lessons use)")
+            "(or `make lab`, which installs everything the lessons use)"))
 
 
 #: Started with ``python -c`` so the kit's parent watchdog runs inside Flower's process too. In a class
@@ -97,8 +98,8 @@ class Flower:
                  url_prefix: str | None = None, extra_args=()):
         _require_flower()
         if port and port_in_use(port, host):
-            raise PortInUseError(f"port {port} on {host} is already in use: start Flower without a port "
-                                 f"to get a free one, or stop what listens there")
+            raise PortInUseError(_("port {port} on {host} is already in use: start Flower without a port "
+                                   "to get a free one, or stop what listens there", port=port, host=host))
         self.host = host
         self.port = port or free_port(host)
         self.user = user
@@ -163,8 +164,10 @@ class Flower:
         """GET (or ``method="POST"``) a JSON endpoint with auth; raise one clear line unless 200."""
         resp = self.get(path, **kwargs)
         if resp.status != 200:
-            reason = resp.text.strip().splitlines()[0][:200] if resp.text.strip() else "no body"
-            raise FlowerAPIError(f"Flower {path} answered {resp.status}: {reason}")
+            if resp.text.strip():
+                raise FlowerAPIError(_("Flower {path} answered {status}: {reason}", path=path, status=resp.status,
+                                       reason=resp.text.strip().splitlines()[0][:200]))
+            raise FlowerAPIError(_("Flower {path} answered {status}: no body", path=path, status=resp.status))
         return resp.json()
 
     def workers(self, refresh: bool = False) -> dict:
@@ -187,7 +190,8 @@ class Flower:
                 return found
             if time.monotonic() > deadline:
                 done = sum(1 for v in found.values() if v.get("state") in states)
-                raise FlowerAPIError(f"Flower knows {done} of {len(ids)} tasks as finished after {timeout:g} s")
+                raise FlowerAPIError(_("Flower knows {done} of {total} tasks as finished after {timeout:g} s",
+                                       done=done, total=len(ids), timeout=timeout))
             time.sleep(0.05)
 
     def queue_lengths(self) -> dict:
@@ -198,7 +202,7 @@ class Flower:
         """Flower's ``/metrics`` text (Prometheus format; open even with basic auth)."""
         resp = self.get("/metrics", auth=False)
         if resp.status != 200:
-            raise FlowerAPIError(f"Flower /metrics answered {resp.status}")
+            raise FlowerAPIError(_("Flower /metrics answered {status}", status=resp.status))
         return resp.text
 
     def metric_lines(self, prefix: str = "flower_") -> list[str]:
@@ -216,7 +220,7 @@ class Flower:
             resp = self.get("/healthcheck", auth=False, timeout=1.0)
             if resp.status == 200:
                 break
-            self._check_alive_or_timeout(deadline, timeout, "did not answer /healthcheck")
+            self._check_alive_or_timeout(deadline, timeout)
             time.sleep(0.05)
         pending = list(wait_for)
         while pending:
@@ -234,19 +238,29 @@ class Flower:
             pending = [w for w in pending if w not in online or w not in listed]
             if not pending:
                 break
-            self._check_alive_or_timeout(deadline, timeout, f"did not see worker(s) {', '.join(pending)}")
+            self._check_alive_or_timeout(deadline, timeout, pending)
             time.sleep(0.1)
         return self
 
-    def _check_alive_or_timeout(self, deadline: float, timeout: float, what: str) -> None:
+    def _check_alive_or_timeout(self, deadline: float, timeout: float, pending=None) -> None:
+        """Raise if Flower exited, or (once past ``deadline``) that it is not healthy yet
+        (``pending``: the workers it has not seen; None: its /healthcheck did not answer)."""
         if not self.alive:
             detail = logs.tail(self.logfile, 3)
             if "Address already in use" in detail or "Errno 98" in detail:
-                raise PortInUseError(f"Flower could not listen on {self.host}:{self.port}: address already in use")
-            raise FlowerStartError(f"Flower exited with status {self.proc.returncode} (log: {self.logfile})\n{detail}".rstrip())
+                raise PortInUseError(_("Flower could not listen on {host}:{port}: address already in use",
+                                       host=self.host, port=self.port))
+            first = _("Flower exited with status {status} (log: {log})", status=self.proc.returncode, log=self.logfile)
+            raise FlowerStartError(f"{first}\n{detail}".rstrip())
         if time.monotonic() > deadline:
             self.stop()
-            raise FlowerStartError(f"Flower on {self.host}:{self.port} {what} within {timeout:.0f} s (log: {self.logfile})")
+            if pending is None:
+                raise FlowerStartError(_("Flower on {host}:{port} did not answer /healthcheck within {timeout:.0f} s "
+                                         "(log: {log})", host=self.host, port=self.port, timeout=timeout,
+                                         log=self.logfile))
+            raise FlowerStartError(_("Flower on {host}:{port} did not see worker(s) {workers} within {timeout:.0f} s "
+                                     "(log: {log})", host=self.host, port=self.port, workers=", ".join(pending),
+                                     timeout=timeout, log=self.logfile))
 
     def stop(self, timeout: float = 5.0) -> int | None:
         """SIGTERM (Flower shuts down cleanly), then SIGKILL to its process group if needed."""

@@ -20,6 +20,7 @@ from . import logs, processes
 from .app import APP_CONF_ENV
 from .broker import BROKER_URL_ENV, RESULT_BACKEND_ENV, start_broker
 from .errors import WorkerStartError
+from .i18n import _
 from .worker import ALL_POOLS, check_pool
 
 _counter = itertools.count(1)
@@ -148,9 +149,14 @@ class WorkerProcess:
                 break
             time.sleep(0.05)
         detail = logs.tail(self.logfile.with_suffix(".stderr"), 5) or logs.tail(self.logfile, 5)
-        state = f"exited with status {self.proc.returncode}" if not self.alive else f"not ready after {timeout:.0f} s"
+        if not self.alive:
+            first = _("worker {worker} exited with status {status}; log: {log}",
+                      worker=self.nodename, status=self.proc.returncode, log=self.logfile)
+        else:
+            first = _("worker {worker} not ready after {timeout:.0f} s; log: {log}",
+                      worker=self.nodename, timeout=timeout, log=self.logfile)
         self.kill()
-        raise WorkerStartError(f"worker {self.nodename} {state}; log: {self.logfile}\n{detail}".rstrip())
+        raise WorkerStartError(f"{first}\n{detail}".rstrip())
 
     def _answers_ping(self, deadline: float) -> bool:
         """Ping this worker until it answers (True) or the deadline passes (False: it is ready anyway)."""

@@ -24,6 +24,7 @@ from kombu.asynchronous import set_event_loop
 
 from . import logs, processes
 from .errors import UnknownPoolError, WorkerStartError
+from .i18n import _
 
 IN_KERNEL_POOLS = ("threads", "solo")
 ALL_POOLS = ("prefork", "threads", "solo", "eventlet", "gevent")
@@ -31,7 +32,7 @@ ALL_POOLS = ("prefork", "threads", "solo", "eventlet", "gevent")
 
 def check_pool(pool: str, allowed=ALL_POOLS) -> None:
     if pool not in allowed:
-        raise UnknownPoolError(f"unknown pool {pool!r}: choose one of {', '.join(allowed)}")
+        raise UnknownPoolError(_("unknown pool {pool}: choose one of {pools}", pool=repr(pool), pools=", ".join(allowed)))
 
 
 def _guard_joins_per_thread() -> None:
@@ -195,8 +196,11 @@ class InKernelWorker:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 queues_state._consume_from = consume_from_before
                 self.stop()
-                reason = f": {self._error}" if self._error else f" within {ready_timeout:.0f} s"
-                raise WorkerStartError(f"worker {self.hostname} did not start{reason} (log: {self.logfile})")
+                if self._error:
+                    raise WorkerStartError(_("worker {worker} did not start: {error} (log: {log})",
+                                             worker=self.hostname, error=self._error, log=self.logfile))
+                raise WorkerStartError(_("worker {worker} did not start within {timeout:.0f} s (log: {log})",
+                                         worker=self.hostname, timeout=ready_timeout, log=self.logfile))
         # Celery records a worker's ``queues`` in the app itself (``app.amqp.queues.select``),
         # which is right for a worker process but would make every later worker on this app in
         # the kernel consume only those queues. The consumer has subscribed by now: put it back.
