@@ -15,6 +15,7 @@ import signal
 import sys
 
 from .errors import CeleryLabError
+from .i18n import _
 
 
 def _cmd_broker(args) -> int:
@@ -25,10 +26,12 @@ def _cmd_broker(args) -> int:
 
     _require_lupa()
     if args.port and port_in_use(args.port, args.host):
-        raise PortInUseError(f"port {args.port} on {args.host} is already in use; choose another with --port")
+        raise PortInUseError(_("port {port} on {host} is already in use; choose another with --port",
+                               port=args.port, host=args.host))
     server = EmbeddedRedisServer(args.host, args.port or 0)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
-    print(f"celerylab broker: redis://{args.host}:{server.port}/0 (in-memory; Ctrl-C to stop)", flush=True)
+    url = f"redis://{args.host}:{server.port}/0"
+    print(_("celerylab broker: {url} (in-memory; Ctrl-C to stop)", url=url), flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -47,7 +50,8 @@ def lesson_module(lesson: str) -> str:
         if info.name.startswith(f"l{number}_"):
             return f"celerylab.lessons.{info.name}"
     known = sorted(i.name[1:3] for i in pkgutil.iter_modules(lessons.__path__) if i.name.startswith("l"))
-    raise CeleryLabError(f"no lesson {lesson!r}: lessons with tasks are {', '.join(known)}")
+    raise CeleryLabError(_("no lesson {lesson}: lessons with tasks are {lessons}", lesson=repr(lesson),
+                           lessons=", ".join(known)))
 
 
 def _cmd_worker(args) -> int:
@@ -62,7 +66,7 @@ def _cmd_worker(args) -> int:
     if args.broker:
         os.environ["CELERYLAB_BROKER_URL"] = args.broker
     if not os.environ.get("CELERYLAB_BROKER_URL"):
-        raise CeleryLabError("set CELERYLAB_BROKER_URL (or --broker URL) to the broker this worker should serve")
+        raise CeleryLabError(_("set CELERYLAB_BROKER_URL (or --broker URL) to the broker this worker should serve"))
     from .broker import check_reachable, with_learner_vhost
 
     check_reachable(with_learner_vhost(os.environ["CELERYLAB_BROKER_URL"]))
@@ -87,32 +91,32 @@ def _cmd_grade(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m celerylab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("broker", help="serve the embedded (in-memory) Redis broker")
-    b.add_argument("--port", type=int, default=6379, help="port to listen on (0 = any free port; default 6379)")
-    b.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    b = sub.add_parser("broker", help=_("serve the embedded (in-memory) Redis broker"))
+    b.add_argument("--port", type=int, default=6379, help=_("port to listen on (0 = any free port; default 6379)"))
+    b.add_argument("--host", default="127.0.0.1", help=_("address to bind (default 127.0.0.1: this machine only)"))
     b.set_defaults(func=_cmd_broker)
-    w = sub.add_parser("worker", help="run a Celery worker for a lesson's tasks")
+    w = sub.add_parser("worker", help=_("run a Celery worker for a lesson's tasks"))
     g = w.add_mutually_exclusive_group(required=True)
-    g.add_argument("--lesson", help="lesson number, e.g. 01")
-    g.add_argument("--module", help="task module, e.g. celerylab.lessons.l00_start")
-    w.add_argument("--broker", help="broker URL (default: $CELERYLAB_BROKER_URL)")
+    g.add_argument("--lesson", help=_("lesson number, e.g. 01"))
+    g.add_argument("--module", help=_("task module, e.g. celerylab.lessons.l00_start"))
+    w.add_argument("--broker", help=_("broker URL (default: $CELERYLAB_BROKER_URL)"))
     w.add_argument("--pool", "-P", default="prefork")
     w.add_argument("--concurrency", "-c", type=int, default=2)
-    w.add_argument("--queues", "-Q", help="comma-separated queues to consume")
+    w.add_argument("--queues", "-Q", help=_("comma-separated queues to consume"))
     w.add_argument("--loglevel", "-l", default="INFO")
     w.set_defaults(func=_cmd_worker)
-    h = sub.add_parser("where", help="show the broker URL and log folder")
+    h = sub.add_parser("where", help=_("show the broker URL and log folder"))
     h.set_defaults(func=_cmd_where)
-    gr = sub.add_parser("grade", help="grade lab notebooks (nbval) and print a scorecard per lab")
-    gr.add_argument("paths", nargs="*", help="lab notebooks to grade (default: labs/*.ipynb)")
+    gr = sub.add_parser("grade", help=_("grade lab notebooks (nbval) and print a scorecard per lab"))
+    gr.add_argument("paths", nargs="*", help=_("lab notebooks to grade (default: labs/*.ipynb)"))
     gr.add_argument("--class", dest="class_dir", metavar="DIR",
-                    help="instructor mode: grade every notebook under DIR, each in its own kernel")
-    gr.add_argument("--csv", metavar="FILE", help="write one row per notebook (passed, total, each exercise)")
+                    help=_("instructor mode: grade every notebook under DIR, each in its own kernel"))
+    gr.add_argument("--csv", metavar="FILE", help=_("write one row per notebook (passed, total, each exercise)"))
     gr.add_argument("--time-limit", type=float, default=300, metavar="S",
-                    help="seconds one notebook may run before it is stopped (default 300)")
+                    help=_("seconds one notebook may run before it is stopped (default 300)"))
     gr.add_argument("--cell-timeout", type=float, default=40, metavar="S",
-                    help="seconds one cell may run before it is stopped and reported as timed out (default 40)")
-    gr.add_argument("--solutions", metavar="DIR", help="folder of master copies (default: the kit's solutions/)")
+                    help=_("seconds one cell may run before it is stopped and reported as timed out (default 40)"))
+    gr.add_argument("--solutions", metavar="DIR", help=_("folder of master copies (default: the kit's solutions/)"))
     gr.set_defaults(func=_cmd_grade)
     from .classroom import add_parser as add_class_parser  # instructor: class create|reset|remove|grade
 

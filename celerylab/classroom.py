@@ -29,6 +29,7 @@ from urllib.parse import quote, urlsplit
 
 from .broker import _LEARNER_NAME
 from .errors import CeleryLabError
+from .i18n import _
 
 #: What a learner's Redis user may not run: server administration, and the commands that list
 #: or wipe the whole keyspace (KEYS/SCAN would show other learners' key names; ACL cannot
@@ -44,12 +45,12 @@ def check_names(names: Iterable[str]) -> list[str]:
         if not name or name.startswith("#"):
             continue
         if not _LEARNER_NAME.fullmatch(name):
-            raise CeleryLabError(f"learner name {name!r}: use 1-40 letters, digits, '_', '-' or '.', "
-                                 f"starting with a letter or digit")
+            raise CeleryLabError(_("learner name {name}: use 1-40 letters, digits, '_', '-' or '.', "
+                                   "starting with a letter or digit", name=repr(name)))
         if name not in out:
             out.append(name)
     if not out:
-        raise CeleryLabError("no learner names given")
+        raise CeleryLabError(_("no learner names given"))
     return out
 
 
@@ -125,13 +126,14 @@ class RedisClass:
         closed = self.disconnect(name)
         removed = self.delete_keys(name)
         self.client.execute_command("ACL", "SETUSER", name, "on")
-        return f"{name}: {closed} connections closed, {removed} keys deleted"
+        return _("{name}: {closed} connections closed, {removed} keys deleted", name=name, closed=closed, removed=removed)
 
     def remove(self, name: str) -> str:
         self.client.execute_command("ACL", "DELUSER", name)
         closed = self.disconnect(name)
         removed = self.delete_keys(name)
-        return f"{name}: user removed, {closed} connections closed, {removed} keys deleted"
+        return _("{name}: user removed, {closed} connections closed, {removed} keys deleted",
+                 name=name, closed=closed, removed=removed)
 
     def keys(self, name: str) -> int:
         return sum(1 for _ in self.client.scan_iter(match=f"{name}:*", count=1000))
@@ -148,7 +150,8 @@ def rabbitmqctl(command: str = "rabbitmqctl") -> Callable[..., str]:
     def ctl(*args: str) -> str:
         out = subprocess.run([*argv, *args], capture_output=True, text=True, timeout=60)
         if out.returncode != 0:
-            raise CeleryLabError(f"rabbitmqctl {' '.join(args)} failed: {(out.stderr or out.stdout).strip()}")
+            raise CeleryLabError(_("rabbitmqctl {command} failed: {output}", command=" ".join(args),
+                                   output=(out.stderr or out.stdout).strip()))
         return out.stdout
 
     return ctl
@@ -202,7 +205,7 @@ class RabbitClass:
             self.ctl("delete_vhost", name)
         self.ctl("add_vhost", name)
         self.ctl("set_permissions", "-p", name, name, ".*", ".*", ".*")
-        return f"{name}: vhost emptied (connections closed, queues and messages deleted)"
+        return _("{name}: vhost emptied (connections closed, queues and messages deleted)", name=name)
 
     def remove(self, name: str, known: tuple[set, set] | None = None) -> str:
         vhosts, users = known or (self._names("vhosts"), self._names("users"))
@@ -210,7 +213,7 @@ class RabbitClass:
             self.ctl("delete_vhost", name)
         if name in users:
             self.ctl("delete_user", name)
-        return f"{name}: vhost and user removed"
+        return _("{name}: vhost and user removed", name=name)
 
     def remove_many(self, names: list[str]) -> list[str]:
         known = (self._names("vhosts"), self._names("users"))
@@ -230,7 +233,7 @@ def for_broker(broker_url: str, ctl: Callable[..., str] | str | None = None):
         return RedisClass(broker_url)
     if scheme.startswith(("amqp", "pyamqp")):
         return RabbitClass(ctl if callable(ctl) else rabbitmqctl(ctl or "rabbitmqctl"))
-    raise CeleryLabError(f"--broker {broker_url!r}: use redis://... or amqp://...")
+    raise CeleryLabError(_("--broker {url}: use redis://... or amqp://...", url=repr(broker_url)))
 
 
 def create_class(broker_url: str, names: list[str], out: str | None = None, ctl=None) -> dict[str, str]:
@@ -265,8 +268,11 @@ def _cmd(args) -> int:
     names = read_names(args.names)
     if args.action == "create":
         urls = create_class(args.broker, names, args.out, args.ctl)
-        where = f"; their CELERYLAB_BROKER_URL and password are in {args.out}" if args.out else ""
-        print(f"class created: {len(urls)} learners ({', '.join(names)}){where}")
+        if args.out:
+            print(_("class created: {count} learners ({names}); their CELERYLAB_BROKER_URL and password are in {out}",
+                    count=len(urls), names=", ".join(names), out=args.out))
+        else:
+            print(_("class created: {count} learners ({names})", count=len(urls), names=", ".join(names)))
         if not args.out:
             for name, url in urls.items():
                 print(f"{name}\tCELERYLAB_LEARNER={name} CELERYLAB_BROKER_URL={url}")
@@ -290,7 +296,7 @@ def grade_class(args) -> int:
 
     base = Path(args.dir)
     if not base.is_dir():
-        raise CeleryLabError(f"{args.dir}: no such folder")
+        raise CeleryLabError(_("{folder}: no such folder", folder=args.dir))
     names = read_names(args.names)
     paths, missing = [], []
     for name in names:
@@ -299,32 +305,32 @@ def grade_class(args) -> int:
     strangers = sorted(p.name for p in base.iterdir() if p.is_dir() and p.name not in names
                        and not p.name.startswith("."))
     if missing:
-        print(f"no submission from: {', '.join(missing)}")
+        print(_("no submission from: {names}", names=", ".join(missing)))
     if strangers:
-        print(f"not in the class (not graded): {', '.join(strangers)}")
+        print(_("not in the class (not graded): {names}", names=", ".join(strangers)))
     if not paths:
-        raise CeleryLabError(f"{args.dir}: no notebooks from any learner of the class")
+        raise CeleryLabError(_("{folder}: no notebooks from any learner of the class", folder=args.dir))
     results = grade(paths, time_limit=args.time_limit, cell_timeout=min(args.cell_timeout, args.time_limit),
                     on_result=lambda r: print(format_card(r, os.path.relpath(r.notebook, base)), flush=True))
     if args.csv:
         write_csv(results, args.csv, base=base)
     complete = sum(r.ok for r in results)
-    print(f"{len(results)} notebooks from {len(names) - len(missing)} of {len(names)} learners graded, "
-          f"{complete} with every exercise passed")
+    print(_("{notebooks} notebooks from {handed_in} of {learners} learners graded, {complete} with every exercise passed",
+            notebooks=len(results), handed_in=len(names) - len(missing), learners=len(names), complete=complete))
     return 0 if complete == len(results) and not missing else 1
 
 
 def add_parser(sub) -> None:
     """The ``class`` subcommand of ``python -m celerylab``."""
-    c = sub.add_parser("class", help="instructor: create/reset/remove a class's learners on one broker, grade them")
+    c = sub.add_parser("class", help=_("instructor: create/reset/remove a class's learners on one broker, grade them"))
     c.add_argument("action", choices=["create", "reset", "remove", "grade"])
-    c.add_argument("names", nargs="?", help="learner names: a file (one a line, or class.csv) or alice,bob")
-    c.add_argument("dir", nargs="?", help="grade: the folder holding one sub-folder per learner")
+    c.add_argument("names", nargs="?", help=_("learner names: a file (one a line, or class.csv) or alice,bob"))
+    c.add_argument("dir", nargs="?", help=_("grade: the folder holding one sub-folder per learner"))
     c.add_argument("--broker", default=os.environ.get("CELERYLAB_BROKER_URL"),
-                   help="the instructor's broker URL (default: $CELERYLAB_BROKER_URL)")
-    c.add_argument("--out", metavar="FILE", help="create: write name,password,CELERYLAB_BROKER_URL (mode 600)")
-    c.add_argument("--ctl", default="rabbitmqctl", help="RabbitMQ: how to run rabbitmqctl (default: rabbitmqctl)")
-    c.add_argument("--csv", metavar="FILE", help="grade: one row per notebook")
+                   help=_("the instructor's broker URL (default: $CELERYLAB_BROKER_URL)"))
+    c.add_argument("--out", metavar="FILE", help=_("create: write name,password,CELERYLAB_BROKER_URL (mode 600)"))
+    c.add_argument("--ctl", default="rabbitmqctl", help=_("RabbitMQ: how to run rabbitmqctl (default: rabbitmqctl)"))
+    c.add_argument("--csv", metavar="FILE", help=_("grade: one row per notebook"))
     c.add_argument("--time-limit", type=float, default=300, metavar="S")
     c.add_argument("--cell-timeout", type=float, default=40, metavar="S")
     c.set_defaults(func=_run)
@@ -333,10 +339,10 @@ def add_parser(sub) -> None:
 def _run(args) -> int:
     if args.action == "grade":
         if not args.dir or not args.names:
-            raise CeleryLabError("class grade NAMES DIR: the class's names and the submissions folder")
+            raise CeleryLabError(_("class grade NAMES DIR: the class's names and the submissions folder"))
         return grade_class(args)
     if not args.names:
-        raise CeleryLabError(f"class {args.action}: give the learner names (a file or alice,bob)")
+        raise CeleryLabError(_("class {action}: give the learner names (a file or alice,bob)", action=args.action))
     if not args.broker:
-        raise CeleryLabError("set --broker URL (or CELERYLAB_BROKER_URL) to the class broker")
+        raise CeleryLabError(_("set --broker URL (or CELERYLAB_BROKER_URL) to the class broker"))
     return _cmd(args)

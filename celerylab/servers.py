@@ -28,6 +28,7 @@ import time
 
 from . import processes
 from .errors import CeleryLabError
+from .i18n import N_, _
 from .ports import LOOPBACK, free_port, port_in_use
 
 START_TIMEOUT = 60.0
@@ -78,14 +79,15 @@ class RealServer:
     def binary(self) -> str:
         path = shutil.which(self.program) or (self.program if os.path.exists(self.program) else None)
         if path is None:
-            raise ServerMissingError(f"{self.name} is not installed ({self.install_hint})")
+            raise ServerMissingError(_("{server} is not installed ({hint})", server=self.name, hint=_(self.install_hint)))
         return path
 
     def start(self, timeout: float = START_TIMEOUT) -> "RealServer":
         if self.proc is not None:
             return self
         if port_in_use(self.port):
-            raise ServerStartError(f"port {self.port} on {LOOPBACK} is already in use; pick another port")
+            raise ServerStartError(_("port {port} on {host} is already in use; pick another port",
+                                     port=self.port, host=LOOPBACK))
         log = open(self.logfile, "ab")
         supervised = [sys.executable, SUPERVISE, str(os.getpid()), "--", *self.command()]
         self.proc = subprocess.Popen(supervised, env=self.env(), cwd=self.datadir, stdout=log,
@@ -98,8 +100,11 @@ class RealServer:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 code = self.proc.poll()
                 self.stop()
-                why = f"exited with status {code}" if code is not None else f"not ready within {timeout:.0f} s"
-                raise ServerStartError(f"{self.name} {why}; its log: {self.logfile}")
+                if code is not None:
+                    raise ServerStartError(_("{server} exited with status {status}; its log: {log}",
+                                             server=self.name, status=code, log=self.logfile))
+                raise ServerStartError(_("{server} not ready within {timeout:.0f} s; its log: {log}",
+                                         server=self.name, timeout=timeout, log=self.logfile))
             time.sleep(0.1)
         return self
 
@@ -157,7 +162,7 @@ class RedisServer(RealServer):
 
     name = "redis-server"
     program = "redis-server"
-    install_hint = "apt-get install redis-server, or `make test-brokers` as root"
+    install_hint = N_("apt-get install redis-server, or `make test-brokers` as root")
 
     def __init__(self, port: int | None = None, datadir: str | None = None, appendonly: bool = False):
         super().__init__(port, datadir)
@@ -191,7 +196,7 @@ class RabbitMQServer(RealServer):
 
     name = "rabbitmq-server"
     program = "/usr/lib/rabbitmq/bin/rabbitmq-server"
-    install_hint = "apt-get install rabbitmq-server, or `make test-brokers` as root"
+    install_hint = N_("apt-get install rabbitmq-server, or `make test-brokers` as root")
 
     def __init__(self, port: int | None = None, datadir: str | None = None):
         super().__init__(port, datadir)
@@ -203,7 +208,8 @@ class RabbitMQServer(RealServer):
         if not os.path.exists(self.program):
             found = shutil.which("rabbitmq-server")
             if found is None:
-                raise ServerMissingError(f"{self.name} is not installed ({self.install_hint})")
+                raise ServerMissingError(_("{server} is not installed ({hint})", server=self.name,
+                                           hint=_(self.install_hint)))
             return found
         return self.program
 
@@ -253,7 +259,8 @@ class RabbitMQServer(RealServer):
         out = subprocess.run([ctl, "-n", self.node, *args], env=self.env(), capture_output=True, text=True,
                              timeout=60)
         if out.returncode != 0:
-            raise CeleryLabError(f"rabbitmqctl {' '.join(args)} failed: {(out.stderr or out.stdout).strip()}")
+            raise CeleryLabError(_("rabbitmqctl {command} failed: {output}", command=" ".join(args),
+                                   output=(out.stderr or out.stdout).strip()))
         return out.stdout
 
     def close(self) -> None:
@@ -270,15 +277,15 @@ SERVERS = {"redis": RedisServer, "rabbitmq": RabbitMQServer}
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m celerylab.servers",
-                                     description="Run a command with CELERYLAB_BROKER_URL set to a fresh real broker.")
+                                     description=_("Run a command with CELERYLAB_BROKER_URL set to a fresh real broker."))
     parser.add_argument("server", choices=sorted(SERVERS))
-    parser.add_argument("--aof", action="store_true", help="redis: append-only file on")
+    parser.add_argument("--aof", action="store_true", help=_("redis: append-only file on"))
     parser.add_argument("--results", choices=["redis"],
-                        help="also start a redis-server for results (CELERYLAB_RESULT_BACKEND)")
+                        help=_("also start a redis-server for results (CELERYLAB_RESULT_BACKEND)"))
     parser.usage = "python -m celerylab.servers {rabbitmq,redis} [--aof] [--results redis] -- COMMAND..."
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv or argv.index("--") == len(argv) - 1:
-        parser.error("give the command to run after --")
+        parser.error(_("give the command to run after --"))
     split = argv.index("--")
     args, command = parser.parse_args(argv[:split]), argv[split + 1:]
     kwargs = {"appendonly": True} if args.aof and args.server == "redis" else {}
@@ -289,20 +296,21 @@ def main(argv=None) -> int:
     env.pop("CELERYLAB_RESULT_BACKEND", None)
     try:
         for server, variable in zip(servers, ("CELERYLAB_BROKER_URL", "CELERYLAB_RESULT_BACKEND")):
-            print(f"==> starting {server.name} on {LOOPBACK}:{server.port}", flush=True)
+            print(_("==> starting {server} on {host}:{port}", server=server.name, host=LOOPBACK, port=server.port),
+                  flush=True)
             server.start()
             env[variable] = server.url
         shown = " ".join(f"{v}={env[v]}" for v in ("CELERYLAB_BROKER_URL", "CELERYLAB_RESULT_BACKEND") if v in env)
         print(f"==> {shown} {' '.join(command)}", flush=True)
         return subprocess.call(command, env=env)
     except CeleryLabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(_("error: {error}", error=exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     finally:
         for server in reversed(servers):
-            print(f"==> stopping {server.name}", flush=True)
+            print(_("==> stopping {server}", server=server.name), flush=True)
             server.close()
 
 
