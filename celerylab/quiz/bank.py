@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
+from ..i18n import N_, _, translate
+
 #: lesson number -> notebook file in notebooks/
 LESSONS = {
     "00": "00_start_here.ipynb",
@@ -29,6 +31,9 @@ LESSONS = {
     "08b": "08b_durability.ipynb",
 }
 
+#: lesson number -> title. The titles, the section headings and the questions' texts are data, not
+#: ``_()`` calls: ``catalogs.kit_entries()`` extracts them from the loaded questions, and they are shown
+#: with ``translate(text, lang)`` (see :meth:`Question.where_in`, the quiz widgets and the cheat sheet).
 TITLES = {
     "00": "Start here", "01": "Architecture and task flow", "02": "Serialization and registration",
     "03": "Scheduling", "04": "Priority and routing", "05": "Retries and backoff",
@@ -64,15 +69,35 @@ class Question:
     @property
     def anchor(self) -> str:
         """The heading's anchor as JupyterLab makes it (spaces become dashes)."""
-        return self.section.replace(" ", "-") if self.section else ""
+        return self.anchor_in()
 
-    def link(self, base: str = "../notebooks/") -> str:
-        return f"{base}{self.notebook}" + (f"#{self.anchor}" if self.anchor else "")
+    def anchor_in(self, lang: str | None = None) -> str:
+        """The anchor of the section's heading in ``lang``'s edition of the lesson (its translated heading;
+        the English one while the catalog does not translate it)."""
+        return translate(self.section, lang).replace(" ", "-") if self.section else ""
+
+    def link(self, base: str = "../notebooks/", lang: str | None = None) -> str:
+        anchor = self.anchor_in(lang)
+        return f"{base}{self.notebook}" + (f"#{anchor}" if anchor else "")
 
     @property
     def where(self) -> str:
-        title = f"{self.lesson} · {TITLES[self.lesson]}"
-        return f"{title}, section “{self.section}”" if self.section else title
+        """``<lesson> · <title>, section “<heading>”`` in the learner's language."""
+        return self.where_in()
+
+    def where_in(self, lang: str | None = None) -> str:
+        title = f"{self.lesson} · {translate(TITLES[self.lesson], lang)}"
+        if not self.section:
+            return title
+        return translate(N_("{title}, section “{section}”"), lang).format(title=title,
+                                                                        section=translate(self.section, lang))
+
+    def text(self, field: str, lang: str | None = None):
+        """A shown field (``prompt``, ``claim``, ``explanation``, ``cheat``, ``choices``) in ``lang``."""
+        value = getattr(self, field)
+        if field == "choices":
+            return tuple(translate(c, lang) for c in value)
+        return translate(value, lang) if value else value
 
     @property
     def right_answer(self) -> str:
@@ -81,6 +106,15 @@ class Question:
         if self.kind == "myth":
             return "Fact" if self.answer else "Myth"
         return self.solution.strip()
+
+    def right_answer_in(self, lang: str | None = None) -> str:
+        """:attr:`right_answer` as shown: a choice or Myth/Fact translated, code as it is."""
+        return self.right_answer if self.kind == "code" else translate(self.right_answer, lang)
+
+    def strings(self) -> list[str]:
+        """Every text of the question a learner reads, for the catalog (code, ids and links are not)."""
+        found = [self.prompt, *self.choices, self.claim, self.explanation, self.cheat]
+        return list(dict.fromkeys(s for s in found if s))
 
     @property
     def proof(self):
@@ -115,21 +149,21 @@ def code(id, lesson, section, prompt, stub, solution, checker, explanation, chea
 # ---------------------------------------------------------------------------------------
 def _need(ns, name):
     if name not in ns:
-        raise AssertionError(f"define `{name}`")
+        raise AssertionError(_("define `{name}`", name=name))
     return ns[name]
 
 
 def _check_eta(ns):
     eta = _need(ns, "eta")
     if not isinstance(eta, datetime):
-        raise AssertionError(f"`eta` is {type(eta).__name__}, not a datetime")
+        raise AssertionError(_("`eta` is {type}, not a datetime", type=type(eta).__name__))
     if eta.tzinfo is None or eta.utcoffset() is None:
-        raise AssertionError("`eta` is naive (no time zone): Celery reads a naive eta as UTC, so a local "
-                             "datetime.now() is off by your UTC offset, and utcnow() is deprecated; "
-                             "use datetime.now(timezone.utc)")
+        raise AssertionError(_("`eta` is naive (no time zone): Celery reads a naive eta as UTC, so a local "
+                               "datetime.now() is off by your UTC offset, and utcnow() is deprecated; "
+                               "use datetime.now(timezone.utc)"))
     delta = (eta - datetime.now(timezone.utc)).total_seconds()
     if not 8 <= delta <= 11:
-        raise AssertionError(f"`eta` is {delta:.0f} s from now, not 10")
+        raise AssertionError(_("`eta` is {delta:.0f} s from now, not 10", delta=delta))
 
 
 def _check_routes(ns):
@@ -144,9 +178,11 @@ def _check_routes(ns):
     finally:
         app.close()
     if got["reports.monthly"] != "reports" or got["reports.daily"] != "reports":
-        raise AssertionError(f"reports.monthly goes to {got['reports.monthly']!r}: it should go to 'reports'")
+        raise AssertionError(_("reports.monthly goes to {queue}: it should go to 'reports'",
+                               queue=repr(got["reports.monthly"])))
     if got["shop.checkout"] != "celery":
-        raise AssertionError(f"shop.checkout goes to {got['shop.checkout']!r}: only reports.* should move")
+        raise AssertionError(_("shop.checkout goes to {queue}: only reports.* should move",
+                               queue=repr(got["shop.checkout"])))
 
 
 def _check_backoff(ns):
@@ -154,7 +190,7 @@ def _check_backoff(ns):
     got = [backoff(r) for r in range(9)]
     want = [1, 2, 4, 8, 16, 32, 60, 60, 60]
     if got != want:
-        raise AssertionError(f"backoff(0..8) = {got}; expected doubling from 1 s, capped at 60")
+        raise AssertionError(_("backoff(0..8) = {got}; expected doubling from 1 s, capped at 60", got=got))
 
 
 def _check_beat(ns):
@@ -163,15 +199,16 @@ def _check_beat(ns):
     schedule = _need(ns, "beat_schedule")
     entries = list(schedule.values()) if isinstance(schedule, dict) else []
     if len(entries) != 1 or not isinstance(entries[0], dict):
-        raise AssertionError("beat_schedule should hold one entry: {'name': {'task': ..., 'schedule': ...}}")
+        raise AssertionError(_("beat_schedule should hold one entry: {entry}",
+                               entry="{'name': {'task': ..., 'schedule': ...}}"))
     entry = entries[0]
     if entry.get("task") != "reports.daily":
-        raise AssertionError(f"the entry runs {entry.get('task')!r}, not 'reports.daily'")
+        raise AssertionError(_("the entry runs {task}, not 'reports.daily'", task=repr(entry.get("task"))))
     sched = entry.get("schedule")
     if not isinstance(sched, crontab):
-        raise AssertionError("use celery.schedules.crontab for a time of day (a number is an interval)")
+        raise AssertionError(_("use celery.schedules.crontab for a time of day (a number is an interval)"))
     if sched.hour != {2} or sched.minute != {0} or len(sched.day_of_week) != 7:
-        raise AssertionError("the crontab should fire at 02:00 every day: crontab(hour=2, minute=0)")
+        raise AssertionError(_("the crontab should fire at 02:00 every day: crontab(hour=2, minute=0)"))
 
 
 def _check_backlog(ns):
@@ -186,17 +223,18 @@ def _check_backlog(ns):
     r.lpush("other", b"m")
     got = backlog(r, "emails")
     if got != 6:
-        raise AssertionError(f"backlog(r, 'emails') = {got!r} for 3 + 2 + 1 messages in its bands; expected 6")
+        raise AssertionError(_("backlog(r, 'emails') = {got} for 3 + 2 + 1 messages in its bands; expected 6",
+                               got=repr(got)))
 
 
 def _check_settings_no_loss(ns):
     conf = _need(ns, "conf")
     if not isinstance(conf, dict):
-        raise AssertionError("`conf` should be a dict of Celery settings")
+        raise AssertionError(_("`conf` should be a dict of Celery settings"))
     if conf.get("task_acks_late") is not True:
-        raise AssertionError("a killed worker still loses the task: the ack comes before the task runs")
+        raise AssertionError(_("a killed worker still loses the task: the ack comes before the task runs"))
     if conf.get("task_reject_on_worker_lost") is not True and conf.get("task_retry_on_worker_lost") is not True:
-        raise AssertionError("a killed pool process still loses the task: its message is acked anyway")
+        raise AssertionError(_("a killed pool process still loses the task: its message is acked anyway"))
 
 
 def _check_charge_once(ns):
@@ -216,16 +254,18 @@ def _check_charge_once(ns):
     for order in ("o-1", "o-1", "o-2", "o-1"):
         charge_once(store, order, lambda o=order: charged.append(o))
     if sorted(charged) != ["o-1", "o-2"]:
-        raise AssertionError(f"charges made for o-1, o-1, o-2, o-1: {charged}; each order should be charged once")
+        raise AssertionError(_("charges made for o-1, o-1, o-2, o-1: {charged}; each order should be charged once",
+                               charged=charged))
 
 
 def _check_visibility(ns):
     opts = _need(ns, "broker_transport_options")
     vt = opts.get("visibility_timeout") if isinstance(opts, dict) else None
     if not isinstance(vt, (int, float)):
-        raise AssertionError("set 'visibility_timeout' (seconds) in the dict")
+        raise AssertionError(_("set 'visibility_timeout' (seconds) in the dict"))
     if vt <= 2 * 3600:
-        raise AssertionError(f"visibility_timeout={vt}: a 2-hour countdown would be delivered again before it is due")
+        raise AssertionError(_("visibility_timeout={vt}: a 2-hour countdown would be delivered again before it is due",
+                               vt=vt))
 
 
 def _check_soft_limit(ns):
@@ -237,8 +277,8 @@ def _check_soft_limit(ns):
     try:
         task = make(app)
         if task.soft_time_limit != 10 or (task.time_limit is not None and task.time_limit <= 10):
-            raise AssertionError(f"soft_time_limit={task.soft_time_limit}, time_limit={task.time_limit}: "
-                                 f"expected a 10 s soft limit below any hard one")
+            raise AssertionError(_("soft_time_limit={soft}, time_limit={hard}: expected a 10 s soft limit below "
+                                   "any hard one", soft=task.soft_time_limit, hard=task.time_limit))
 
         def interrupted(seconds):
             raise SoftTimeLimitExceeded()
@@ -253,7 +293,7 @@ def _check_soft_limit(ns):
             ns["sleep"] = interrupted
         got = task.run()
         if got != "partial":
-            raise AssertionError(f"when the soft limit hits, the task returned {got!r}, not 'partial'")
+            raise AssertionError(_("when the soft limit hits, the task returned {got}, not 'partial'", got=repr(got)))
     finally:
         app.close()
 

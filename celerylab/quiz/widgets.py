@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import html
 
-from ..i18n import N_, _
-from .bank import QUESTIONS, Question
+from ..i18n import N_, _, translate
+from .bank import QUESTIONS, TITLES, Question
 from .check import Verdict, check
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 GOOD, BAD = "#2e7d32", "#c62828"
 #: how many questions of a kind a quiz has, as its text line says it (kinds are "choice", "code", "myth")
 KIND_COUNTS = {"choice": N_("{n} choice"), "code": N_("{n} code"), "myth": N_("{n} myth")}
+#: the titles notebook 09 gives its rounds (a lesson's round is titled "<lesson> · <its TITLES entry>");
+#: a quiz's title is shown translated when the catalog has it
+ROUND_TITLES = (N_("Round 1: the seed's FAQ"), N_("Round 3: myth or fact"))
 
 
 def _md_code(text: str) -> str:
@@ -26,20 +29,23 @@ def _md_code(text: str) -> str:
 
 
 def feedback_html(question: Question, verdict: Verdict, reveal: bool = False) -> str:
-    """What a learner sees after checking (also used by tests: plain HTML, no widgets)."""
+    """What a learner sees after checking (also used by tests: plain HTML, no widgets).
+
+    The question's texts are shown in the learner's language (``translate``), like the verdict."""
     link = f'<a href="{html.escape(question.link())}" target="_blank">{html.escape(question.where)}</a>'
+    explanation = _md_code(translate(question.explanation))
     proof = question.proof
     proved = f'<a href="{html.escape(proof.link("../"))}" target="_blank">{_md_code(proof.label)}</a>'
     if verdict.correct:
         taught = _("Taught in {link}; evidence: {proof}.", link=link, proof=proved)
         return (f'<div style="color:{GOOD}"><b>✔ {_md_code(verdict.message)}</b></div>'
-                f"<div>{_md_code(question.explanation)}</div><div>{taught}</div>")
+                f"<div>{explanation}</div><div>{taught}</div>")
     out = f'<div style="color:{BAD}"><b>✘ {_md_code(verdict.message)}</b></div>'
     if reveal:
-        answer = question.right_answer
+        answer = question.right_answer_in()
         shown = f"<pre>{html.escape(answer)}</pre>" if question.kind == "code" else f"<b>{_md_code(answer)}</b>"
         answer_line = _("Answer: {answer}", answer=shown)
-        out += f"<div>{answer_line}</div><div>{_md_code(question.explanation)}</div>"
+        out += f"<div>{answer_line}</div><div>{explanation}</div>"
     see = _("See {link}.", link=link)
     return out + f"<div>{see}</div>"
 
@@ -53,16 +59,16 @@ class Card:
         self.question = question
         self.on_result = on_result
         self.solved = False
-        title = f"<b>Q{number}.</b> {_md_code(question.prompt)}"
+        title = f"<b>Q{number}.</b> {_md_code(translate(question.prompt))}"
         if question.kind == "myth":
             ask = html.escape(_("Myth or fact?"))
-            title = f"<b>Q{number}. {ask}</b> “{_md_code(question.claim)}”"
+            title = f"<b>Q{number}. {ask}</b> “{_md_code(translate(question.claim))}”"
         self.prompt = w.HTML(title, layout=w.Layout(width="100%"))
         if question.kind == "code":
             self.input = w.Textarea(value=question.stub, rows=max(4, question.stub.count("\n") + 3),
                                     layout=w.Layout(width="100%"))
         else:
-            self.input = w.RadioButtons(options=[(c, i) for i, c in enumerate(question.choices)], value=None,
+            self.input = w.RadioButtons(options=[(c, i) for i, c in enumerate(question.text("choices"))], value=None,
                                         layout=w.Layout(width="100%"))
         self.check_button = w.Button(description=_("Check"), button_style="primary")
         self.reveal_button = w.Button(description=_("Show answer"))
@@ -107,8 +113,8 @@ class Quiz:
     def _update(self) -> None:
         solved = sum(c.solved for c in getattr(self, "cards", []))
         if self.title:
-            self.score.value = _("<b>{title}</b> score: {solved} / {total}", title=html.escape(self.title),
-                                 solved=solved, total=len(self.questions))
+            self.score.value = _("<b>{title}</b> score: {solved} / {total}",
+                                 title=html.escape(shown_title(self.title)), solved=solved, total=len(self.questions))
         else:
             self.score.value = _("score: {solved} / {total}", solved=solved, total=len(self.questions))
 
@@ -124,6 +130,15 @@ class Quiz:
     def _repr_mimebundle_(self, include=None, exclude=None):
         model = self.widget.model_id
         return {"text/plain": self.text(), WIDGET_MIME: {"version_major": 2, "version_minor": 0, "model_id": model}}
+
+
+def shown_title(title: str) -> str:
+    """A quiz's title in the learner's language: a round title the catalog has, or
+    ``<lesson> · <lesson title>`` with the lesson's title translated; any other title as it is."""
+    lesson, sep, name = title.partition(" · ")
+    if sep and TITLES.get(lesson) == name:
+        return f"{lesson} · {translate(name)}"
+    return translate(title)
 
 
 def select(round: str | None = None, lesson: str | None = None, ids=None) -> list[Question]:

@@ -119,6 +119,38 @@ def kit_entries() -> list[Entry]:
             continue  # an f-string inside _(): Babel warns, and a test fails on it
         where = f"celerylab/{filename}"
         found.setdefault((where, message), Entry(where, message, (where, None)))  # no line: edits elsewhere in a module change no catalog
+    for entry in quiz_entries():
+        found.setdefault((entry.context, entry.text), entry)
+    return list(found.values())
+
+
+#: the context of the quiz's lesson titles and section headings (a question's texts: celerylab/quiz/<id>)
+QUIZ_SECTIONS = "celerylab/quiz/sections"
+
+
+def quiz_entries() -> list[Entry]:
+    """The quiz's texts, which are data (Question objects), not ``_()`` calls: read from the loaded bank.
+
+    One entry per distinct text of each question (prompt, choices, claim, explanation, cheat line),
+    with the context ``celerylab/quiz/<question id>`` and the module that defines it as its place;
+    then the lesson titles and the section headings the questions link to (``celerylab/quiz/sections``).
+    """
+    from ..quiz import bank, topics
+
+    defined_in = {}
+    for name in sorted(m for m in vars(topics) if not m.startswith("_")):
+        module = getattr(topics, name)
+        for question in getattr(module, "QUESTIONS", ()):
+            defined_in[question.id] = f"celerylab/quiz/topics/{name}.py"
+    found: dict[tuple[str, str], Entry] = {}
+    for question in bank.QUESTIONS:
+        context = f"celerylab/quiz/{question.id}"
+        where = defined_in.get(question.id, "celerylab/quiz/bank.py")
+        for text in question.strings():
+            found.setdefault((context, text), Entry(context, text, (where, None)))
+    where = ("celerylab/quiz/bank.py", None)
+    for text in [*bank.TITLES.values(), *(q.section for q in bank.QUESTIONS if q.section)]:
+        found.setdefault((QUIZ_SECTIONS, text), Entry(QUIZ_SECTIONS, text, where))
     return list(found.values())
 
 
