@@ -34,6 +34,8 @@ SOURCE = N_("This sheet is generated from the question bank (`celerylab/quiz/ban
 FAQ = N_("The interview questions from the seed article")
 MYTHS = N_("Myth or fact: the seed article's claims")
 REFS = N_("([{where}]({link}); evidence: [{proof}]({proof_link}))")
+#: a translated sheet's evidence labels (the English sheet shows ``Evidence.label``, the same words)
+PROOF_CELL, PROOF_TEST = N_("cell `{tag}` in {notebook}"), N_("test `{test}`")
 FACT, MYTH = N_("**Fact.**"), N_("**Myth.**")
 MYTH_LINE = N_("- {verdict} “{claim}” {fact} {refs}")
 CHOICE_LINE = N_("- *{prompt}* **{answer}.** {fact} {refs}")
@@ -57,10 +59,18 @@ def edition_path(lang: str) -> Path:
     return Path(EDITION_DIRS.get(lang, lang)) / "docs" / "cheatsheet.md"
 
 
+def _proof_label(proof, lang: str = DEFAULT) -> str:
+    if lang == DEFAULT:
+        return proof.label
+    if proof.kind == "cell":
+        return translate(PROOF_CELL, lang).format(tag=proof.name, notebook=Path(proof.path).name)
+    return translate(PROOF_TEST, lang).format(test=f"{Path(proof.path).name}::{proof.name}")
+
+
 def _refs(q, lang: str = DEFAULT) -> str:
     proof = q.proof
-    return translate(REFS, lang).format(where=q.where_in(lang), link=q.link("../notebooks/", lang), proof=proof.label,
-                                        proof_link=proof.link("../"))
+    return translate(REFS, lang).format(where=q.where_in(lang), link=q.link("../notebooks/", lang),
+                                        proof=_proof_label(proof, lang), proof_link=proof.link("../"))
 
 
 def _line(q, lang: str = DEFAULT) -> str:
