@@ -48,7 +48,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     target = cheatsheet.write(args.output, lang)
-    print(_("wrote {path}", path=target.relative_to(target.parents[1])))
+    print(_("wrote {path}", path=cheatsheet._shown(target)))
     return 0
 
 
