@@ -51,6 +51,157 @@ TIME = re.compile(r"\*\*Time:?\*\*:?\s*(?:about\s+)?(\d+)\s*min", re.IGNORECASE)
 WORDS_PER_MINUTE = 200
 MINUTES_PER_CODE_CELL = 0.25
 
+#: the book's languages: English at the site's root, each translated edition (``make zh``) in a
+#: folder of it, staged from the edition's notebooks (zh/notebooks, zh/solutions) with the same
+#: pages, navigation and docnames, so every page links to the same page in the other language.
+EDITIONS = {"en": "", "zh_CN": "zh"}
+LANG_NAMES = {"en": "English", "zh_CN": "中文"}
+SPHINX_LANG = {"en": "en", "zh_CN": "zh_CN"}
+
+#: the book's own text, per language (the notebooks' text comes from the notebooks themselves)
+TEXTS = {
+    "en": {
+        "title": "Celery Lab Kit",
+        "run_title": "Run it live",
+        "run_lab": "`make lab` (in the kit's folder) starts JupyterLab; open `{lab}`, write your answers and run "
+                   "each check cell (`q1.check()`). `make grade LABS={lab}` prints a scorecard. The solved "
+                   "notebook is `{solved}`.",
+        "run_lesson": "`make lab` (in the kit's folder) starts JupyterLab; open `{path}` and run the cells "
+                      "from top to bottom (Shift-Enter). This page shows the outputs stored when the lesson last ran.",
+        "minutes": "about {minutes} minutes", "estimated": " (estimated from its length)", "time": "Time: {minutes}.",
+        "untranslated": "",
+        "live_view": "Live view",
+        "live_view_where": 'Its final counts are shown <a href="#{target}">below</a>, in the static figures the '
+                           "lesson displays when it stops the view (counts only: the times of the timeline's bars and the "
+                           "queue-depth curves are live only, they vary from run to run).",
+        "live_view_body": "In JupyterLab this cell shows the live view (task flow, timeline, "
+                          "queue depth), redrawn from Celery's events while the cells run. A stored notebook "
+                          "keeps no picture of a widget. {where}",
+        "live_plot": "Live metrics plot",
+        "live_plot_where": 'The values it ended at are shown <a href="#{target}">below</a> as a static chart (the '
+                           "curves over time are drawn live only: their times vary from run to run).",
+        "live_plot_body": "In JupyterLab this cell shows a chart of the exporter's "
+                          "metrics, redrawn while the cells run. The stored notebook keeps no picture of a "
+                          "widget. {where}",
+        "quiz": "Quiz",
+        "quiz_body": "In JupyterLab these questions are interactive (pick an answer, press "
+                     "Check). Here they follow with their answers folded away.",
+        "widget": "Widget",
+        "widget_body": "An interactive widget, shown while the kernel runs; the stored notebook "
+                       "keeps no picture of it.",
+        "live_only": "Live only",
+        "live_only_body": "This output loads a page from a server the notebook "
+                          "started (on 127.0.0.1 of the machine running it): run the lesson "
+                          "to see it. ",
+        "hint": "{q}: hint {n} of {total}", "solution": "{q}: solution",
+        "check_prints": "With it, the check prints:",
+        "answer_to": "Answer to {n}", "passes": "An answer that passes:",
+        "right": "**{letter}. {answer}.**", "fact": "Fact", "myth": "Myth",
+        "taught": "Taught in [{where}]({href}).",
+        "where": "{title}, section “{section}”",
+        "evidence_cell": "Evidence: {{ref}}`{label} <{target}>`.",
+        "cell_label": "cell `{name}` in {file}",
+        "evidence_test": "Evidence: [{label}]({href}), a test against the installed Celery.",
+        "test_label": "test `{file}::{name}`",
+        "quiz_title": "Quiz: every question, answers folded",
+        "quiz_intro": "The questions of lesson 09's self-check quiz, from the question bank in `celerylab/quiz/`. "
+                      "Each answer names the lesson section that teaches it and its evidence: a lesson cell whose "
+                      "stored output shows it, or a test against the installed Celery. To answer them interactively, "
+                      "run [09 · Interview prep](notebooks/09_interview_prep.ipynb) with `make lab`.",
+        "round_faq": "The seed article's interview questions",
+        "round_myths": "Myth or fact: the seed article's claims",
+        "index_title": "Celery Lab Kit: the course",
+        "index_intro": "Learn Celery by running it: lessons where every claim is shown live on real Celery workers, "
+                       "graded labs, and a self-check quiz. This book shows each notebook as it last ran, with its stored "
+                       "outputs: charts are interactive, live views show their final state.",
+        "index_run": "In the kit's folder, `make lab` installs the kit "
+                     "(pinned packages, in `.venv`) and starts JupyterLab on 127.0.0.1 at `notebooks/00_start_here.ipynb`. "
+                     "Each page of this book names the notebook to open. `make book` rebuilds this book.",
+        "contents": "Contents",
+        "table": "| # | Lesson | Time | Lab | Lab time |",
+        "min": "{minutes} min", "est": " (est.)",
+        "contents_intro": "The course in order, with the time each part takes, as each notebook states it (*est.*: the "
+                          "notebook states none; estimated from its length, {wpm} words a minute plus "
+                          "{mpc} min per code cell). In all about {hours} hours.",
+        "then": "Then check yourself: the [quiz](quiz.md) (every question, answers folded){cheatsheet}.",
+        "then_cheatsheet": " and the [cheat sheet](docs/cheatsheet.md)",
+        "toc_lessons": "Lessons", "toc_labs": "Labs", "toc_check": "Check yourself",
+    },
+    "zh_CN": {
+        "title": "Celery Lab Kit（中文版）",
+        "run_title": "动手运行",
+        "run_lab": "在套件目录下运行 `make lab` 启动 JupyterLab，打开 `{lab}`，写下你的答案，再运行每个检查单元"
+                   "（`q1.check()`）。`make grade LABS={lab}` 会打印成绩单。带答案的版本是 `{solved}`。",
+        "run_lesson": "在套件目录下运行 `make lab` 启动 JupyterLab，打开 `{path}`，从上到下依次运行各单元"
+                      "（Shift-Enter）。本页显示的是这节课上次运行时保存下来的输出。",
+        "minutes": "约 {minutes} 分钟", "estimated": "（按篇幅估算）", "time": "用时：{minutes}。",
+        "untranslated": "本页尚未翻译，下面是英文原文。",
+        "live_view": "实时视图",
+        "live_view_where": '它最终的计数显示在<a href="#{target}">下方</a>：课程停止视图时展示的静态图（只有计数；'
+                           "时间线上各条的时间和队列深度曲线只在实时运行时绘制，每次运行都不一样）。",
+        "live_view_body": "在 JupyterLab 中，这个单元显示实时视图（任务流、时间线、队列深度），"
+                          "运行各单元时根据 Celery 的事件实时重绘。保存下来的 notebook 不保留控件的画面。{where}",
+        "live_plot": "实时指标图",
+        "live_plot_where": '它最终的数值以静态图的形式显示在<a href="#{target}">下方</a>（随时间变化的曲线只在实时运行时绘制，'
+                           "每次运行的时间都不一样）。",
+        "live_plot_body": "在 JupyterLab 中，这个单元显示导出器指标的图表，运行各单元时实时重绘。"
+                          "保存下来的 notebook 不保留控件的画面。{where}",
+        "quiz": "测验",
+        "quiz_body": "在 JupyterLab 中这些题目可以交互作答（选一个答案，点“检查”）。这里把题目列在下面，答案已折叠。",
+        "widget": "控件",
+        "widget_body": "交互式控件，只在内核运行时显示；保存下来的 notebook 不保留它的画面。",
+        "live_only": "仅实时可见",
+        "live_only_body": "这个输出会加载 notebook 启动的服务器上的页面（在运行它的那台机器的 127.0.0.1 上）："
+                          "运行这节课才能看到。",
+        "hint": "{q}：提示 {n}/{total}", "solution": "{q}：参考答案",
+        "check_prints": "用这个答案，检查单元会输出：",
+        "answer_to": "第 {n} 题答案", "passes": "一个能通过的答案：",
+        "right": "**{letter}. {answer}。**", "fact": "事实", "myth": "误区",
+        "taught": "讲解见 [{where}]({href})。",
+        "where": "{title}，“{section}”一节",
+        "evidence_cell": "证据：{{ref}}`{label} <{target}>`。",
+        "cell_label": "{file} 中的单元 `{name}`",
+        "evidence_test": "证据：[{label}]({href})，针对已安装 Celery 的测试。",
+        "test_label": "测试 `{file}::{name}`",
+        "quiz_title": "测验：全部题目，答案已折叠",
+        "quiz_intro": "第 09 课自测题的全部题目，来自 `celerylab/quiz/` 中的题库。每道题的答案都注明讲解它的课程小节和证据："
+                      "一个保存的输出能说明它的课程单元，或一个针对已安装 Celery 的测试。想交互作答，请用 `make lab` 运行 "
+                      "[09 · 面试准备](notebooks/09_interview_prep.ipynb)。",
+        "round_faq": "原文中的面试题",
+        "round_myths": "误区还是事实：原文中的说法",
+        "index_title": "Celery Lab Kit：课程",
+        "index_intro": "动手运行来学 Celery：每个论断都在真实的 Celery Worker 上现场演示的课程、自动评分的实验，"
+                       "以及一套自测题。本书展示每个 notebook 上次运行时的样子和保存下来的输出：图表可以交互，"
+                       "实时视图显示其最终状态。",
+        "index_run": "在套件目录下，`make lab` 会安装套件（固定版本的依赖，装在 `.venv` 中），并在 127.0.0.1 上启动 "
+                     "JupyterLab，打开 `notebooks/00_start_here.ipynb`。中文版的 notebook 在 `zh/notebooks`、`zh/labs` "
+                     "（先运行 `make zh` 生成）。本书每一页都注明了要打开的 notebook。`make book` 会重新生成本书。",
+        "contents": "目录",
+        "table": "| # | 课程 | 用时 | 实验 | 实验用时 |",
+        "min": "{minutes} 分钟", "est": "（估）",
+        "contents_intro": "按学习顺序排列的课程，以及各部分所需的时间，以各 notebook 自己写明的为准（*估*：notebook 没有写明，"
+                          "按篇幅估算：每分钟 {wpm} 词，每个代码单元加 {mpc} 分钟）。合计约 {hours} 小时。",
+        "then": "然后自测一下：[测验](quiz.md)（全部题目，答案已折叠）{cheatsheet}。",
+        "then_cheatsheet": "和[速查表](docs/cheatsheet.md)",
+        "toc_lessons": "课程", "toc_labs": "实验", "toc_check": "自测",
+    },
+}
+
+
+def tr(lang: str, key: str, **fields) -> str:
+    """The book's own text ``key`` in ``lang`` (English when the language has none), formatted."""
+    text = TEXTS.get(lang, {}).get(key, TEXTS["en"][key])
+    return text.format(**fields) if fields else text
+
+
+def translate(text: str, lang: str) -> str:
+    """A kit string (a hint, a quiz question's text) in ``lang``, from the kit's catalog (English if missing)."""
+    if lang == "en" or not text:
+        return text
+    from celerylab.i18n import translate as kit_translate
+
+    return kit_translate(text, lang)
+
 
 # -- what the course is made of ----------------------------------------------------------
 @dataclass
@@ -61,6 +212,7 @@ class Page:
     title: str
     minutes: int
     estimated: bool     #: True: the notebook states no time; minutes are estimated from its length
+    translated: bool = True   #: False: a translated edition shows the English notebook (no translation yet)
 
     @property
     def repo_path(self) -> str:
@@ -112,6 +264,29 @@ def labs(root: Path = ROOT) -> list[Page]:
     return [page_for(p, "labs") for p in sorted((root / "solutions").glob("[0-9]*.ipynb"))]
 
 
+def edition_root(lang: str, root: Path = ROOT) -> Path:
+    """Where an edition's notebooks/ and solutions/ are: the repository (English), zh/ (``make zh``)..."""
+    return root / EDITIONS[lang] if EDITIONS[lang] else root
+
+
+def edition_pages(english: list[Page], lang: str, root: Path = ROOT) -> list[Page]:
+    """The English pages in an edition: the same docnames, order and times (a translated notebook's
+    time line is not in English), the title and file from the edition's notebook; a notebook the
+    edition lacks (lesson 09, generated from the quiz bank) stays English, marked untranslated."""
+    if lang == "en":
+        return english
+    base, pages = edition_root(lang, root), []
+    for p in english:
+        folder = "solutions" if p.docname.startswith("labs/") else "notebooks"
+        path = base / folder / p.path.name
+        if path.is_file():
+            title = title_of(nbformat.read(path, as_version=4))
+            pages.append(Page(path, p.docname, p.number, title, p.minutes, p.estimated, True))
+        else:
+            pages.append(Page(p.path, p.docname, p.number, p.title, p.minutes, p.estimated, False))
+    return pages
+
+
 # -- anchors and links -------------------------------------------------------------------
 def anchor(fragment: str) -> str:
     """A JupyterLab anchor (the heading's source, spaces as dashes) as the book's heading id.
@@ -149,8 +324,13 @@ class Linker:
     exists is copied into the staging tree, so Sphinx serves it as a download.
     """
 
-    def __init__(self, source: Path, stage: Path, root: Path = ROOT):
-        self.source, self.stage, self.root = source, stage, root
+    def __init__(self, source: Path, stage: Path, root: Path = ROOT, files_root: Path | None = None,
+                 lang: str = "en"):
+        self.source, self.stage, self.root, self.lang = source, stage, root, lang
+        #: where other repository files (tests, docs, data) are: a translated edition's root has only notebooks
+        self.files_root = files_root or root
+        if not source.is_relative_to(root) and source.is_relative_to(self.files_root):
+            self.root = self.files_root      # an English notebook shown in a translated edition
         self.copied: set[str] = set()
 
     def target(self, href: str) -> str:
@@ -166,19 +346,22 @@ class Linker:
         if rel.startswith("solutions/"):
             rel = "labs/" + rel[len("solutions/"):]
             repo_file = self.root / rel
-        if not (repo_file.exists() or (self.root / "solutions" / repo_file.name).exists()):
+        if not (repo_file.exists() or (self.root / "solutions" / repo_file.name).exists()
+                or (self.files_root / rel).exists()):
             return href   # left as it is: Sphinx warns, the browser test fails on it
         if not (rel.startswith(("notebooks/", "labs/")) and rel.endswith(".ipynb")) \
                 and not (rel.startswith("docs/") and rel.endswith(".md")) and repo_file.is_file():
             self.copy(rel)
         page_dir = self.source.parent.relative_to(self.root).as_posix() if self.source.is_relative_to(self.root) else ""
         new = _relpath(rel, page_dir)
+        if fragment and self.lang != "en" and rel.startswith("notebooks/"):
+            fragment = section_anchors(Path(rel).name, self.lang, self.files_root).get(fragment, fragment)
         return new + (f"#{fragment}" if sep else "")
 
     def copy(self, rel: str) -> None:
         dest = self.stage / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self.root / rel, dest)
+        shutil.copyfile(self.root / rel if (self.root / rel).is_file() else self.files_root / rel, dest)
         self.copied.add(rel)
 
     def markdown(self, text: str) -> str:
@@ -240,30 +423,19 @@ def final_kind(outputs) -> str | None:
     return None
 
 
-def widget_note(text: str, final_state: str | None) -> str:
+def widget_note(text: str, final_state: str | None, lang: str = "en") -> str:
     """What replaces a live widget: its stored notebook keeps no widget state, only this text.
 
     ``final_state``: the html id of the output that shows the widget's final state (None: none)."""
     if text.startswith("celerylab live view"):
-        where = (f'Its final counts are shown <a href="#{final_state}">below</a>, in the static figures the '
-                 "lesson displays when it stops the view (counts only: the times of the timeline's bars and the "
-                 "queue-depth curves are live only, they vary from run to run)."
-                 if final_state else "")
-        return note_html("Live view", "In JupyterLab this cell shows the live view (task flow, timeline, "
-                         "queue depth), redrawn from Celery's events while the cells run. A stored notebook "
-                         f"keeps no picture of a widget. {where}")
+        where = tr(lang, "live_view_where", target=final_state) if final_state else ""
+        return note_html(tr(lang, "live_view"), tr(lang, "live_view_body", where=where))
     if text.startswith("celerylab live metrics plot"):
-        where = (f'The values it ended at are shown <a href="#{final_state}">below</a> as a static chart (the '
-                 "curves over time are drawn live only: their times vary from run to run)."
-                 if final_state else "")
-        return note_html("Live metrics plot", "In JupyterLab this cell shows a chart of the exporter's "
-                         "metrics, redrawn while the cells run. The stored notebook keeps no picture of a "
-                         f"widget. {where}")
+        where = tr(lang, "live_plot_where", target=final_state) if final_state else ""
+        return note_html(tr(lang, "live_plot"), tr(lang, "live_plot_body", where=where))
     if text.startswith("quiz:"):
-        return note_html("Quiz", "In JupyterLab these questions are interactive (pick an answer, press "
-                         "Check). Here they follow with their answers folded away.", "tip")
-    return note_html("Widget", "An interactive widget, shown while the kernel runs; the stored notebook "
-                     "keeps no picture of it.")
+        return note_html(tr(lang, "quiz"), tr(lang, "quiz_body"), "tip")
+    return note_html(tr(lang, "widget"), tr(lang, "widget_body"))
 
 
 def external_html(html: str) -> bool:
@@ -280,7 +452,7 @@ def _text(value) -> str:
     return "".join(value) if isinstance(value, list) else str(value)
 
 
-def convert_outputs(cell, stem: str, counter: list[int], final_state: str | dict | None) -> None:
+def convert_outputs(cell, stem: str, counter: list[int], final_state: str | dict | None, lang: str = "en") -> None:
     """Make a code cell's stored outputs renderable offline (in place).
 
     ``final_state``: the html id its live widgets' notes link to, or ``{widget kind: html id}``."""
@@ -294,16 +466,15 @@ def convert_outputs(cell, stem: str, counter: list[int], final_state: str | dict
         plain = _text(data.get("text/plain", ""))
         if WIDGET in data:
             target = final_state.get(widget_kind(plain)) if isinstance(final_state, dict) else final_state
-            data = {"text/html": widget_note(plain, target), "text/plain": plain}
+            data = {"text/html": widget_note(plain, target, lang), "text/plain": plain}
         elif PLOTLY in data:
             counter[0] += 1
             fallback = _text(data.get("text/html", ""))
             chart = plotly_html(data.pop(PLOTLY), f"plot-{stem}-{counter[0]}".replace("_", "-"))
             data["text/html"] = fallback + chart
         elif "text/html" in data and external_html(_text(data["text/html"])):
-            data = {"text/html": note_html("Live only", "This output loads a page from a server the notebook "
-                                           "started (on 127.0.0.1 of the machine running it): run the lesson "
-                                           "to see it. " + _escape(plain)), "text/plain": plain}
+            data = {"text/html": note_html(tr(lang, "live_only"), tr(lang, "live_only_body") + _escape(plain)),
+                    "text/plain": plain}
         new = copy.deepcopy(out)
         new["data"] = data
         new.setdefault("metadata", {})
@@ -334,74 +505,119 @@ def quiz_call(source: str) -> dict | None:
     return None
 
 
-def questions_md(questions, page_dir: str) -> str:
-    """Questions as MyST: prompt and choices visible, the answer and its evidence folded."""
+def _headings(source: str) -> list[str]:
+    return [line.lstrip("#").strip() for line in source.splitlines() if re.match(r"#{1,6} ", line)]
+
+
+_SECTIONS: dict[tuple, dict[str, str]] = {}
+
+
+def section_names(notebook: str, lang: str, root: Path = ROOT) -> dict[str, str]:
+    """``{English heading: the edition's heading}`` of a lesson, pairing the headings of the cells
+    with the same id (a translated notebook keeps the English cell ids)."""
+    key = (notebook, lang, root)
+    if key not in _SECTIONS:
+        english, translated = root / "notebooks" / notebook, edition_root(lang, root) / "notebooks" / notebook
+        names = {}
+        if lang != "en" and english.is_file() and translated.is_file():
+            cells = {c.get("id"): c for c in nbformat.read(translated, as_version=4).cells if c.cell_type == "markdown"}
+            for cell in nbformat.read(english, as_version=4).cells:
+                if cell.cell_type == "markdown" and cell.get("id") in cells:
+                    en, other = _headings(cell.source), _headings(cells[cell["id"]].source)
+                    if len(en) == len(other):
+                        names.update(zip(en, other))
+        _SECTIONS[key] = names
+    return _SECTIONS[key]
+
+
+def section_anchors(notebook: str, lang: str, root: Path = ROOT) -> dict[str, str]:
+    """``{English heading's anchor: the edition's heading's anchor}`` of a lesson (links written
+    for the English lesson, e.g. in the cheat sheet, land on the same section of the translation)."""
+    return {anchor(en.replace(" ", "-")): anchor(other.replace(" ", "-"))
+            for en, other in section_names(notebook, lang, root).items()}
+
+
+def questions_md(questions, page_dir: str, lang: str = "en", root: Path = ROOT) -> str:
+    """Questions as MyST: prompt and choices visible, the answer and its evidence folded.
+
+    In a translated edition the question's text comes from the kit's catalog, the section it is
+    taught in is the translated lesson's heading (English when the lesson has no translation)."""
+    from celerylab.quiz import TITLES
+
+    t = lambda text: translate(text, lang)
     out = []
     for n, q in enumerate(questions, start=1):
-        out.append(f"**{n}.** {q.prompt}\n")
+        out.append(f"**{n}.** {t(q.prompt)}\n")
         if q.kind in ("choice", "myth"):
-            out += [f"- **{chr(65 + i)}.** {choice}" for i, choice in enumerate(q.choices)]
+            out += [f"- **{chr(65 + i)}.** {t(choice)}" for i, choice in enumerate(q.choices)]
             out.append("")
         else:
             out += ["```python", q.stub.rstrip() or "# your code", "```", ""]
-        out.append(f":::{{dropdown}} Answer to {n}")
+        out.append(f":::{{dropdown}} {tr(lang, 'answer_to', n=n)}")
         if q.kind == "code":
-            out += ["An answer that passes:", "", "```python", q.solution.strip(), "```", ""]
+            out += [tr(lang, "passes"), "", "```python", q.solution.strip(), "```", ""]
         else:
             letter = chr(65 + q.answer) if q.kind == "choice" else chr(65 + int(bool(q.answer)))
-            out.append(f"**{letter}. {q.right_answer}.**\n")
-        out.append(f"{q.explanation}\n")
-        section = f"notebooks/{q.notebook}" + (f"#{anchor(q.anchor)}" if q.anchor else "")
-        out.append(f"Taught in [{q.where}]({_relpath(section, page_dir)}).")
+            if lang == "en":
+                out.append(f"**{letter}. {q.right_answer}.**\n")
+            else:
+                right = t(q.choices[q.answer]) if q.kind == "choice" else tr(lang, "fact" if q.answer else "myth")
+                out.append(tr(lang, "right", letter=letter, answer=right.rstrip("。.")) + "\n")
+        out.append(f"{t(q.explanation)}\n")
+        if lang == "en":
+            where, fragment = q.where, anchor(q.anchor) if q.anchor else ""
+        else:
+            title = f"{q.lesson} · {t(TITLES[q.lesson])}"
+            heading = section_names(q.notebook, lang, root).get(q.section, q.section) if q.section else ""
+            where = tr(lang, "where", title=title, section=heading) if heading else title
+            fragment = anchor(heading.replace(" ", "-")) if heading else ""
+        section = f"notebooks/{q.notebook}" + (f"#{fragment}" if fragment else "")
+        out.append(tr(lang, "taught", where=where, href=_relpath(section, page_dir)))
         proof = q.proof
         if proof.kind == "cell":
             stem = Path(proof.path).stem
-            out.append(f"Evidence: {{ref}}`{proof.label.replace('`', '')} <{label(stem, proof.name)}>`.")
+            text = proof.label if lang == "en" else tr(lang, "cell_label", name=proof.name, file=Path(proof.path).name)
+            out.append(tr(lang, "evidence_cell", label=text.replace("`", ""), target=label(stem, proof.name)))
         else:
-            out.append(f"Evidence: [{proof.label}]({_relpath(proof.path, page_dir)}), a test against the "
-                       "installed Celery.")
+            text = proof.label if lang == "en" else tr(lang, "test_label", name=proof.name, file=Path(proof.path).name)
+            out.append(tr(lang, "evidence_test", label=text, href=_relpath(proof.path, page_dir)))
         out += [":::", ""]
     return "\n".join(out)
 
 
-def quiz_page(stage: Path) -> str:
+def quiz_page(stage: Path, lang: str = "en", root: Path = ROOT) -> str:
     from celerylab.quiz import QUESTIONS, TITLES, rounds
 
     linker_files = {q.proof.path for q in QUESTIONS if q.proof.kind == "test"}
     for rel in sorted(linker_files):
         dest = stage / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(ROOT / rel, dest)
-    parts = ["# Quiz: every question, answers folded\n",
-             "The questions of lesson 09's self-check quiz, from the question bank in `celerylab/quiz/`. "
-             "Each answer names the lesson section that teaches it and its evidence: a lesson cell whose "
-             "stored output shows it, or a test against the installed Celery. To answer them interactively, "
-             "run [09 · Interview prep](notebooks/09_interview_prep.ipynb) with `make lab`.\n"]
+        shutil.copyfile(root / rel, dest)
+    parts = [f"# {tr(lang, 'quiz_title')}\n", tr(lang, "quiz_intro") + "\n"]
     by_round = rounds()
-    parts += ["## The seed article's interview questions\n", questions_md(by_round["faq"], "")]
+    parts += [f"## {tr(lang, 'round_faq')}\n", questions_md(by_round["faq"], "", lang, root)]
     lessons_seen = []
     for q in by_round["lessons"]:
         if q.lesson not in lessons_seen:
             lessons_seen.append(q.lesson)
     for lesson in sorted(lessons_seen, key=lambda n: list(TITLES).index(n) if n in TITLES else 999):
         qs = [q for q in by_round["lessons"] if q.lesson == lesson]
-        parts += [f"## {lesson} · {TITLES.get(lesson, '')}\n", questions_md(qs, "")]
-    parts += ["## Myth or fact: the seed article's claims\n", questions_md(by_round["myths"], "")]
+        parts += [f"## {lesson} · {translate(TITLES.get(lesson, ''), lang)}\n", questions_md(qs, "", lang, root)]
+    parts += [f"## {tr(lang, 'round_myths')}\n", questions_md(by_round["myths"], "", lang, root)]
     return "\n".join(parts)
 
 
 # -- pages -------------------------------------------------------------------------------
-def run_live_md(page: Page, kind: str) -> str:
+def run_live_md(page: Page, kind: str, lang: str = "en") -> str:
     if kind == "lab":
-        lab = f"labs/{page.path.name}"
-        how = (f"`make lab` (in the kit's folder) starts JupyterLab; open `{lab}`, write your answers and run "
-               f"each check cell (`q1.check()`). `make grade LABS={lab}` prints a scorecard. The solved "
-               f"notebook is `{page.repo_path}`.")
+        folder = Path(page.repo_path).parent.parent.as_posix()       # "." or "zh"
+        lab = f"labs/{page.path.name}" if folder == "." else f"{folder}/labs/{page.path.name}"
+        how = tr(lang, "run_lab", lab=lab, solved=page.repo_path)
     else:
-        how = (f"`make lab` (in the kit's folder) starts JupyterLab; open `{page.repo_path}` and run the cells "
-               "from top to bottom (Shift-Enter). This page shows the outputs stored when the lesson last ran.")
-    minutes = f"about {page.minutes} minutes" + (" (estimated from its length)" if page.estimated else "")
-    return f":::{{admonition}} Run it live\n:class: tip\n\n{how} Time: {minutes}.\n:::\n"
+        how = tr(lang, "run_lesson", path=page.repo_path)
+    minutes = tr(lang, "minutes", minutes=page.minutes) + (tr(lang, "estimated") if page.estimated else "")
+    note = "" if page.translated else f"\n\n{tr(lang, 'untranslated')}"
+    return f":::{{admonition}} {tr(lang, 'run_title')}\n:class: tip\n\n{how} {tr(lang, 'time', minutes=minutes)}{note}\n:::\n"
 
 
 def md_cell(source: str, **metadata):
@@ -411,11 +627,11 @@ def md_cell(source: str, **metadata):
     return cell
 
 
-def stage_lesson(page: Page, stage: Path, root: Path = ROOT) -> int:
+def stage_lesson(page: Page, stage: Path, root: Path = ROOT, lang: str = "en") -> int:
     """Write the lesson's page; returns how many plotly charts it has."""
     nb = nbformat.read(page.path, as_version=4)
     stem = page.path.stem
-    linker = Linker(page.path, stage, root)
+    linker = Linker(page.path, stage, edition_root(lang, root), root, lang)
     cells, counter = [], [0]
     finals = final_targets(nb, stem)
     for i, cell in enumerate(nb.cells):
@@ -424,7 +640,7 @@ def stage_lesson(page: Page, stage: Path, root: Path = ROOT) -> int:
             cell.source = linker.markdown(cell.source)
             cells.append(cell)
             if i == 0:
-                cells.append(md_cell(run_live_md(page, "lesson")))
+                cells.append(md_cell(run_live_md(page, "lesson", lang)))
             continue
         if cell.cell_type != "code":
             cells.append(cell)
@@ -434,14 +650,14 @@ def stage_lesson(page: Page, stage: Path, root: Path = ROOT) -> int:
             targets.append(finals["targets"][i])
         if targets:
             cells.append(md_cell("\n".join(f"({t})=" for t in targets)))
-        convert_outputs(cell, stem, counter, {kind: html_id(t) for kind, t in finals["links"].get(i, {}).items()})
+        convert_outputs(cell, stem, counter, {kind: html_id(t) for kind, t in finals["links"].get(i, {}).items()}, lang)
         cells.append(cell)
         call = quiz_call(cell.source)
         if call is not None and any(WIDGET in o.get("data", {}) for o in nb.cells[i].get("outputs", [])):
             from celerylab.quiz import select
 
             questions = select(call.get("round"), call.get("lesson"), call.get("ids"))
-            cells.append(md_cell(questions_md(questions, "notebooks")))
+            cells.append(md_cell(questions_md(questions, "notebooks", lang, root)))
     nb.cells = cells
     _write(nb, stage / f"{page.docname}.ipynb")
     return counter[0]
@@ -472,7 +688,7 @@ def final_targets(nb, stem: str) -> dict:
 HINT_CELL = re.compile(r"^\s*#\s*(q\d+)\.(?:hint|solution)\(", re.MULTILINE)
 
 
-def stage_lab(page: Page, stage: Path, root: Path = ROOT) -> None:
+def stage_lab(page: Page, stage: Path, root: Path = ROOT, lang: str = "en") -> None:
     """The lab as learners get it (answers blanked), with each exercise's hints and solution folded."""
     import importlib
 
@@ -483,7 +699,7 @@ def stage_lab(page: Page, stage: Path, root: Path = ROOT) -> None:
     nb = nbformat.read(page.path, as_version=4)
     module_name = exercise_module(nb)
     exercises = exercises_in(importlib.import_module(module_name)) if module_name else {}
-    linker = Linker(page.path, stage, root)
+    linker = Linker(page.path, stage, edition_root(lang, root), root, lang)
     cells, solutions, checks = [], [], {}
     for i, cell in enumerate(nb.cells):
         cell = copy.deepcopy(cell)
@@ -494,7 +710,7 @@ def stage_lab(page: Page, stage: Path, root: Path = ROOT) -> None:
             cell.source = linker.markdown(cell.source)
             cells.append(cell)
             if i == 0:
-                cells.append(md_cell(run_live_md(page, "lab")))
+                cells.append(md_cell(run_live_md(page, "lab", lang)))
             continue
         if cell.cell_type != "code":
             cells.append(cell)
@@ -511,29 +727,29 @@ def stage_lab(page: Page, stage: Path, root: Path = ROOT) -> None:
         hint = HINT_CELL.search(cell.source)
         if hint and all(not line.strip() or line.lstrip().startswith("#") for line in cell.source.splitlines()):
             q = hint.group(1)
-            cells.append(md_cell(folded_help(q, exercises.get(q), solutions, checks.get(q, ""))))
+            cells.append(md_cell(folded_help(q, exercises.get(q), solutions, checks.get(q, ""), lang)))
             solutions = []
             continue
-        convert_outputs(cell, page.path.stem, [0], None)
+        convert_outputs(cell, page.path.stem, [0], None, lang)
         cells.append(cell)
     nb.cells = cells
     _write(nb, stage / f"{page.docname}.ipynb")
 
 
-def folded_help(q: str, exercise, solutions: list[str], check_output: str) -> str:
+def folded_help(q: str, exercise, solutions: list[str], check_output: str, lang: str = "en") -> str:
     import textwrap
 
     out = []
-    hints = [textwrap.dedent(h).strip() for h in getattr(exercise, "hints", ())]
+    hints = [textwrap.dedent(translate(h, lang)).strip() for h in getattr(exercise, "hints", ())]
     for n, hint in enumerate(hints, start=1):
-        out += [f":::{{dropdown}} {q}: hint {n} of {len(hints)}", hint, ":::", ""]
-    out.append(f":::{{dropdown}} {q}: solution")
+        out += [f":::{{dropdown}} {tr(lang, 'hint', q=q, n=n, total=len(hints))}", hint, ":::", ""]
+    out.append(f":::{{dropdown}} {tr(lang, 'solution', q=q)}")
     for code in solutions:
         out += ["```python", code.strip(), "```", ""]
     if not solutions and getattr(exercise, "solution_text", ""):
         out += ["```python", textwrap.dedent(exercise.solution_text).strip(), "```", ""]
     if check_output.strip():
-        out += ["With it, the check prints:", "", "```text", check_output.strip(), "```"]
+        out += [tr(lang, "check_prints"), "", "```text", check_output.strip(), "```"]
     out += [":::", ""]
     return "\n".join(out)
 
@@ -547,52 +763,63 @@ def _write(nb, path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def stage_doc(rel: str, stage: Path, root: Path = ROOT) -> None:
-    source = root / rel
-    text = Linker(source, stage, root).markdown(source.read_text(encoding="utf-8"))
+def stage_doc(rel: str, stage: Path, root: Path = ROOT, lang: str = "en") -> None:
+    """A markdown page of docs/: the edition's own (zh/docs/...) or, until it has one, the English
+    with a note (the page is there in every language, so the language switch always lands)."""
+    source = edition_root(lang, root) / rel
+    translated = source.is_file()
+    if not translated:
+        source = root / rel
+    text = Linker(source, stage, edition_root(lang, root), root, lang).markdown(source.read_text(encoding="utf-8"))
+    if not translated:
+        lines = text.splitlines(keepends=True)
+        at = next((i + 1 for i, line in enumerate(lines) if line.startswith("# ")), 0)
+        lines.insert(at, f"\n:::{{note}}\n{tr(lang, 'untranslated')}\n:::\n\n")
+        text = "".join(lines)
     dest = stage / rel
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(text, encoding="utf-8")
 
 
-def index_md(lesson_pages: list[Page], lab_pages: list[Page], charts: dict[str, int]) -> str:
+def index_md(lesson_pages: list[Page], lab_pages: list[Page], charts: dict[str, int], lang: str = "en") -> str:
     labs_by_number = {p.number: p for p in lab_pages}
-    rows = ["| # | Lesson | Time | Lab | Lab time |", "|---|---|---|---|---|"]
+    rows = [tr(lang, "table"), "|---|---|---|---|---|"]
     for p in lesson_pages:
         lab = labs_by_number.get(p.number)
-        est = " (est.)" if p.estimated else ""
-        rows.append(f"| {p.number} | [{p.title}]({p.docname}.ipynb) | {p.minutes} min{est} | "
-                    + (f"[{lab.title}]({lab.docname}.ipynb) | {lab.minutes} min" if lab else "– | –") + " |")
+        est = tr(lang, "est") if p.estimated else ""
+        rows.append(f"| {p.number} | [{p.title}]({p.docname}.ipynb) | {tr(lang, 'min', minutes=p.minutes)}{est} | "
+                    + (f"[{lab.title}]({lab.docname}.ipynb) | {tr(lang, 'min', minutes=lab.minutes)}" if lab else "– | –")
+                    + " |")
     total = sum(p.minutes for p in lesson_pages) + sum(p.minutes for p in lab_pages)
     toc = lambda caption, docs: "\n".join([f"```{{toctree}}", f":caption: {caption}", ":maxdepth: 1", ""]
                                           + docs + ["```", ""])
     return "\n".join([
-        "# Celery Lab Kit: the course\n",
-        "Learn Celery by running it: lessons where every claim is shown live on real Celery workers, "
-        "graded labs, and a self-check quiz. This book shows each notebook as it last ran, with its stored "
-        "outputs: charts are interactive, live views show their final state.\n",
-        ":::{admonition} Run it live\n:class: tip\n\nIn the kit's folder, `make lab` installs the kit "
-        "(pinned packages, in `.venv`) and starts JupyterLab on 127.0.0.1 at `notebooks/00_start_here.ipynb`. "
-        "Each page of this book names the notebook to open. `make book` rebuilds this book.\n:::\n",
-        "## Contents\n",
-        "The course in order, with the time each part takes, as each notebook states it (*est.*: the notebook "
-        f"states none; estimated from its length, {WORDS_PER_MINUTE} words a minute plus "
-        f"{MINUTES_PER_CODE_CELL} min per code cell). In all about {round(total / 60, 1)} hours.\n",
+        f"# {tr(lang, 'index_title')}\n",
+        tr(lang, "index_intro") + "\n",
+        f":::{{admonition}} {tr(lang, 'run_title')}\n:class: tip\n\n{tr(lang, 'index_run')}\n:::\n",
+        f"## {tr(lang, 'contents')}\n",
+        tr(lang, "contents_intro", wpm=WORDS_PER_MINUTE, mpc=MINUTES_PER_CODE_CELL, hours=round(total / 60, 1)) + "\n",
         "\n".join(rows), "",
-        "Then check yourself: the [quiz](quiz.md) (every question, answers folded) and the "
-        "[cheat sheet](docs/cheatsheet.md).\n",
-        toc("Lessons", [p.docname for p in lesson_pages]),
-        toc("Labs", [p.docname for p in lab_pages]),
-        toc("Check yourself", ["quiz", "docs/cheatsheet"]),
+        tr(lang, "then", cheatsheet=tr(lang, "then_cheatsheet")) + "\n",
+        toc(tr(lang, "toc_lessons"), [p.docname for p in lesson_pages]),
+        toc(tr(lang, "toc_labs"), [p.docname for p in lab_pages]),
+        toc(tr(lang, "toc_check"), ["quiz", "docs/cheatsheet"]),
     ])
 
 
 def inputs(root: Path = ROOT) -> list[Path]:
-    """Every file the book is made from (for the stamp's digest)."""
+    """Every file the book is made from (for the stamp's digest): the English sources and the
+    translated editions' (zh/, the kit's catalogs)."""
     files = [*sorted((root / "notebooks").glob("[0-9]*.ipynb")), *sorted((root / "solutions").glob("[0-9]*.ipynb")),
              root / "docs" / "cheatsheet.md", *sorted((root / "book").rglob("*")),
              *sorted((root / "celerylab" / "quiz").rglob("*.py")),
-             *sorted((root / "celerylab" / "exercises").glob("*.py")), root / "pyproject.toml"]
+             *sorted((root / "celerylab" / "exercises").glob("*.py")), root / "pyproject.toml",
+             root / "celerylab" / "i18n.py"]
+    for lang, folder in EDITIONS.items():
+        if folder:
+            base = root / folder
+            files += [*sorted((base / "notebooks").glob("[0-9]*.ipynb")), *sorted((base / "solutions").glob("[0-9]*.ipynb")),
+                      base / "docs" / "cheatsheet.md", root / "locale" / lang / "kit.po"]
     return [f for f in files if f.is_file() and "__pycache__" not in f.parts]
 
 
@@ -603,42 +830,82 @@ def digest(root: Path = ROOT) -> str:
     return h.hexdigest()
 
 
-def stage(stage_dir: Path = STAGE, root: Path = ROOT) -> dict:
-    """Write the Sphinx source tree; returns {docname: number of plotly charts} for the lessons."""
+EDITION_FILE = "_edition.json"   #: in a staged tree: its language and where the other languages' pages are
+
+
+def stage(stage_dir: Path = STAGE, root: Path = ROOT, lang: str = "en") -> dict:
+    """Write the Sphinx source tree of one language; returns {"charts": {docname: plotly charts}, "lessons", "labs"}."""
     if stage_dir.exists():
         shutil.rmtree(stage_dir)
     stage_dir.mkdir(parents=True)
-    lesson_pages, lab_pages = lessons(root), labs(root)
-    charts = {p.docname: stage_lesson(p, stage_dir, root) for p in lesson_pages}
+    lesson_pages, lab_pages = edition_pages(lessons(root), lang, root), edition_pages(labs(root), lang, root)
+    charts = {p.docname: stage_lesson(p, stage_dir, root, lang) for p in lesson_pages}
     for p in lab_pages:
-        stage_lab(p, stage_dir, root)
-    stage_doc("docs/cheatsheet.md", stage_dir, root)
-    (stage_dir / "quiz.md").write_text(quiz_page(stage_dir), encoding="utf-8")
-    (stage_dir / "index.md").write_text(index_md(lesson_pages, lab_pages, charts), encoding="utf-8")
-    return {"charts": charts, "lessons": [p.docname for p in lesson_pages], "labs": [p.docname for p in lab_pages]}
+        stage_lab(p, stage_dir, root, lang)
+    stage_doc("docs/cheatsheet.md", stage_dir, root, lang)
+    (stage_dir / "quiz.md").write_text(quiz_page(stage_dir, lang, root), encoding="utf-8")
+    (stage_dir / "index.md").write_text(index_md(lesson_pages, lab_pages, charts, lang), encoding="utf-8")
+    # every page links to the same page in the other languages: "zh/" from the English root, "../" back
+    here = EDITIONS[lang]
+    others = {other: (f"{'../' if here else ''}{folder + '/' if folder else ''}", LANG_NAMES[other])
+              for other, folder in EDITIONS.items() if other != lang}
+    (stage_dir / EDITION_FILE).write_text(json.dumps({"lang": lang, "others": others}, ensure_ascii=False),
+                                          encoding="utf-8")
+    return {"charts": charts, "lessons": [p.docname for p in lesson_pages], "labs": [p.docname for p in lab_pages],
+            "untranslated": [p.docname for p in lesson_pages + lab_pages if not p.translated]}
+
+
+def ensure_edition(lang: str, root: Path = ROOT) -> None:
+    """A translated edition's notebooks (``make zh``): built here, not strict, when they are missing."""
+    if lang == "en" or (edition_root(lang, root) / "notebooks").is_dir():
+        return
+    from celerylab.translation import edition
+
+    print(f"book: no {EDITIONS[lang]}/notebooks, building the {lang} edition first (make zh)", file=sys.stderr)
+    edition.build(lang)
 
 
 def build(out: Path = OUT, stage_dir: Path = STAGE, root: Path = ROOT, quiet: bool = True,
           strict: bool = True) -> dict:
-    """Stage and run Sphinx; raises RuntimeError on a Sphinx error, or a warning (a broken link...) when strict."""
+    """Stage every language and run Sphinx on each (at once: two processes); the English at ``out``,
+    each translation in its folder of it (``out/zh``). Raises RuntimeError on a Sphinx error, or a
+    warning (a broken link...) when strict."""
     started = time.monotonic()
+    for lang in EDITIONS:
+        ensure_edition(lang, root)
     source_digest = digest(root)     # before staging: what this build is made from
-    info = stage(stage_dir, root)
     if out.exists():
         shutil.rmtree(out)
-    warnings = out.parent / f"{out.name}-warnings.txt"
-    cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-E", "-c", str(root / "book"),
-           "-w", str(warnings), "--keep-going", *(["-q"] if quiet else []), str(stage_dir), str(out)]
-    proc = subprocess.run(cmd, cwd=root)
-    problems = warnings.read_text(encoding="utf-8").strip() if warnings.exists() else ""
-    if proc.returncode != 0 or (problems and strict):
-        raise RuntimeError(f"sphinx-build failed (exit {proc.returncode}); warnings:\n{problems}")
+    runs, info = [], {}
+    for lang, folder in EDITIONS.items():
+        src = stage_dir if not folder else stage_dir.with_name(f"{stage_dir.name}-{folder}")
+        dest = out / folder if folder else out
+        staged = stage(src, root, lang)
+        if not folder:
+            info.update(staged)
+        else:
+            info.setdefault("editions", {})[lang] = {**staged, "path": folder}
+        warnings = out.parent / f"{out.name}-warnings{'-' + folder if folder else ''}.txt"
+        warnings.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-E", "-c", str(root / "book"),
+               "-D", f"language={SPHINX_LANG[lang]}", "-D", f"html_title={tr(lang, 'title')}",
+               "-d", str(src.with_name(src.name + "-doctrees")),
+               "-w", str(warnings), "--keep-going", *(["-q"] if quiet else []), str(src), str(dest)]
+        runs.append((lang, subprocess.Popen(cmd, cwd=root), warnings))
+    problems = []
+    for lang, proc, warnings in runs:
+        code = proc.wait()
+        text = warnings.read_text(encoding="utf-8").strip() if warnings.exists() else ""
+        if code != 0 or (text and strict):
+            problems.append(f"sphinx-build ({lang}) failed (exit {code}); warnings:\n{text}")
+        elif text:
+            print(f"sphinx warnings ({lang}, not strict):\n{text}", file=sys.stderr)
+        info.setdefault("warnings", []).extend(text.splitlines() if text else [])
     if problems:
-        print(f"sphinx warnings (not strict):\n{problems}", file=sys.stderr)
+        raise RuntimeError("\n".join(problems))
     info["digest"] = source_digest
-    info["warnings"] = problems.splitlines() if problems else []
     info["seconds"] = round(time.monotonic() - started, 1)
-    (out / STAMP).write_text(json.dumps(info, indent=1), encoding="utf-8")
+    (out / STAMP).write_text(json.dumps(info, indent=1, ensure_ascii=False), encoding="utf-8")
     (out / ".nojekyll").write_text("")
     return info
 
@@ -655,7 +922,9 @@ def main(argv=None) -> int:
     except RuntimeError as exc:
         print(exc, file=sys.stderr)
         return 1
-    print(f"book: {len(info['lessons'])} lessons, {len(info['labs'])} labs, quiz, cheat sheet -> "
+    zh = ", ".join(f"{lang} in {e['path']}/" + (f" ({len(e['untranslated'])} pages still English)" if e["untranslated"] else "")
+                   for lang, e in info.get("editions", {}).items())
+    print(f"book: {len(info['lessons'])} lessons, {len(info['labs'])} labs, quiz, cheat sheet; {zh} -> "
           f"{args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}/index.html "
           f"({info['seconds']} s)")
     return 0

@@ -21,6 +21,7 @@ suppress_warnings = ["myst.header"]          # lessons may start a section at ##
 
 html_theme = "sphinx_book_theme"
 html_title = "Celery Lab Kit"
+templates_path = ["_templates"]
 html_static_path = ["_static"]
 html_css_files = ["book.css"]
 html_copy_source = False
@@ -34,6 +35,8 @@ html_theme_options = {
     "use_repository_button": False,
     "navigation_with_keys": True,
     "show_toc_level": 2,
+    # the language switch (English <-> 中文) first, then the theme's buttons
+    "article_header_end": ["lang-switch.html", "article-header-buttons.html"],
 }
 # The theme logs a console error on a first visit when no colour mode is set: start in light mode.
 html_context = {"default_mode": "light"}

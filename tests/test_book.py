@@ -4,7 +4,9 @@ Unit tests check the staging (lessons found by glob, times, outputs made rendera
 labs with folded hints and solutions, the quiz with folded answers). The browser test serves the
 built site on 127.0.0.1, opens every page in headless Chromium with every other address blocked,
 and checks: no console error, no failed request, every internal link and anchor resolves, every
-lesson page draws as many plotly charts as its notebook stores, search finds a lesson.
+lesson page draws as many plotly charts as its notebook stores, search finds a lesson. The same
+checks run on each translated edition (the Chinese book in build/book/zh, from ``make zh``), and
+every page of each language links to the same page in the other one.
 """
 from __future__ import annotations
 
@@ -228,6 +230,112 @@ def test_quiz_questions_show_the_prompt_and_fold_the_answer_with_its_evidence():
     assert f"<cell-{Path(q.notebook).stem}-evidence-{q.id}>" in folded
 
 
+# -- the translated edition (build/book/zh) ----------------------------------------------
+@pytest.fixture(scope="session")
+def zh_edition() -> Path:
+    """zh/notebooks and zh/solutions (``make zh``; built here, not strict, when missing)."""
+    book.ensure_edition("zh_CN")
+    return book.edition_root("zh_CN")
+
+
+def test_the_chinese_edition_has_every_page_of_the_english_in_the_same_order(zh_edition):
+    for english, pages in ((book.lessons(), None), (book.labs(), None)):
+        pages = book.edition_pages(english, "zh_CN")
+        assert [p.docname for p in pages] == [p.docname for p in english]
+        assert [p.minutes for p in pages] == [p.minutes for p in english]       # times as the English states them
+        for p, en in zip(pages, english):
+            if p.translated:
+                assert p.path.is_relative_to(zh_edition) and p.title != en.title, p.path
+    translated = [p for p in book.edition_pages(book.lessons() + book.labs(), "zh_CN") if p.translated]
+    assert len(translated) >= 20          # every lesson and lab but 09 (generated from the quiz bank)
+
+
+def test_a_chinese_lesson_page_keeps_the_outputs_and_speaks_chinese(zh_edition, tmp_path):
+    page = next(p for p in book.edition_pages(book.lessons(), "zh_CN") if p.path.name.startswith("01_"))
+    assert page.translated
+    charts = book.stage_lesson(page, tmp_path, lang="zh_CN")
+    nb = nbformat.read(tmp_path / f"{page.docname}.ipynb", as_version=4)
+    english = nbformat.read(ROOT / "notebooks" / page.path.name, as_version=4)
+    assert charts == book.count_plotly_outputs(english) >= 1
+    assert book.tr("zh_CN", "run_title") in nb.cells[1].source and "`zh/notebooks/01_architecture.ipynb`" in nb.cells[1].source
+    notes = [o["data"]["text/html"] for c in nb.cells for o in c.get("outputs", [])
+             if "book-output-note" in str(o.get("data", {}).get("text/html", ""))]
+    assert notes and all("In JupyterLab" not in n for n in notes)
+    assert any(book.tr("zh_CN", "live_view") in n and 'href="#cell-01-architecture-final-state"' in n for n in notes)
+
+
+def test_a_chinese_lab_page_folds_the_translated_hints(zh_edition, tmp_path):
+    from celerylab.exercises.l01_architecture import q1
+    from celerylab.i18n import translate
+
+    page = next(p for p in book.edition_pages(book.labs(), "zh_CN") if p.path.name.startswith("01_"))
+    book.stage_lab(page, tmp_path, lang="zh_CN")
+    nb = nbformat.read(tmp_path / "labs" / "01_architecture.ipynb", as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    folded = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown" and ":::{dropdown}" in c.source)
+    assert "BEGIN SOLUTION" not in code and "lindex(queue, -1)" in folded
+    assert f":::{{dropdown}} {book.tr('zh_CN', 'hint', q='q1', n=1, total=len(q1.hints))}" in folded
+    hint = translate(q1.hints[0], "zh_CN")
+    if hint == q1.hints[0]:
+        pytest.skip("the kit catalog has no Chinese for lab 01's hints yet")
+    assert hint.strip().splitlines()[0] in folded and q1.hints[0].strip().splitlines()[0] not in folded
+    assert "`zh/labs/01_architecture.ipynb`" in nb.cells[1].source
+
+
+def test_links_to_an_english_section_land_on_the_same_section_of_the_translation(zh_edition, tmp_path):
+    anchors = book.section_anchors("05_retries.ipynb", "zh_CN")
+    english = "3.-Automatic-retries-and-exponential-backoff"
+    assert english in anchors and anchors[english] != english
+    linker = book.Linker(ROOT / "docs" / "cheatsheet.md", tmp_path, zh_edition, ROOT, "zh_CN")
+    assert linker.target(f"../notebooks/05_retries.ipynb#{english}") == f"../notebooks/05_retries.ipynb#{anchors[english]}"
+    assert linker.target("../notebooks/09_interview_prep.ipynb") == "../notebooks/09_interview_prep.ipynb"
+
+
+def test_chinese_search_indexes_pairs_of_characters():
+    bookext = _load_bookext()
+    assert bookext.han_pairs("死信队列，和 Broker") == ["死信", "信队", "队列", "和"]
+    search = bookext.ChineseSearch({})
+    assert search.split("死信队列 acks_late") == ["死信", "信队", "队列", "acks_late"]
+    assert "splitQuery" in search.js_splitter_code
+
+
+def _load_bookext():
+    sys.path.insert(0, str(ROOT / "book"))
+    try:
+        return importlib.import_module("bookext")
+    finally:
+        sys.path.remove(str(ROOT / "book"))
+
+
+def test_every_page_links_to_the_same_page_in_the_other_language(site):
+    """Read from the built files (no browser): each page of each language has one language-switch
+    link per other language, to the same page there, and that page exists."""
+    import posixpath
+    import re
+
+    link = re.compile(r'<a class="[^"]*\blang-switch\b[^"]*" href="([^"]+)" hreflang="([^"]+)"')
+    checked = {}
+    for lang in book.EDITIONS:
+        pages = _edition_pages(site, lang)
+        checked[lang] = pages
+        for rel in pages:
+            text = (site / rel).read_text(encoding="utf-8")
+            found = dict((code, href) for href, code in link.findall(text))
+            for other in book.EDITIONS:
+                if other == lang:
+                    continue
+                href = found.get(other.replace("_", "-"))
+                assert href, f"{rel}: no link to the {other} page"
+                target = posixpath.normpath(posixpath.join(posixpath.dirname(rel), href))
+                assert target == _counterpart(rel, lang, other), (rel, href)
+                assert (site / target).is_file(), (rel, target)
+            if lang != "en":
+                assert f'<html lang="{lang.replace("_", "-")}"' in text, rel
+    english = {p for p in checked["en"]}
+    assert {_counterpart(p, "zh_CN", "en") for p in checked["zh_CN"]} == english   # the same pages, both ways
+    assert {f"zh/{p.docname}.html" for p in book.lessons() + book.labs()} <= set(checked["zh_CN"])
+
+
 # -- the built site in a browser -----------------------------------------------------------
 @pytest.fixture(scope="session")
 def site(tmp_path_factory) -> Path:
@@ -279,23 +387,48 @@ def _ids(path: Path) -> frozenset:
     return frozenset(parser.ids)
 
 
+def _edition_pages(site: Path, lang: str) -> list[str]:
+    """The html pages of one language of the built book, as paths from the site's root ("zh/quiz.html")."""
+    prefix = _prefix(lang)
+    others = tuple(_prefix(other) for other in book.EDITIONS if other != lang and _prefix(other))
+    pages = []
+    for p in (site / prefix).rglob("*.html"):
+        rel = p.relative_to(site / prefix).as_posix()
+        if not rel.startswith(("_static/", "_sources/") + others):
+            pages.append(prefix + rel)
+    return sorted(pages)
+
+
+def _prefix(lang: str) -> str:
+    return f"{book.EDITIONS[lang]}/" if book.EDITIONS[lang] else ""
+
+
+def _counterpart(rel: str, lang: str, other: str) -> str:
+    """The same page in the other language: "notebooks/05_retries.html" <-> "zh/notebooks/05_retries.html"."""
+    return _prefix(other) + rel[len(_prefix(lang)):]
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_every_page_opens_offline_with_working_links_and_its_charts(served, chromium, sync_playwright, tmp_path):
+@pytest.mark.parametrize("lang", list(book.EDITIONS))
+def test_every_page_opens_offline_with_working_links_and_its_charts(served, chromium, sync_playwright, tmp_path, lang):
     base, site = served
-    pages = sorted(p.relative_to(site).as_posix() for p in site.rglob("*.html")
-                   if not p.relative_to(site).as_posix().startswith(("_static/", "_sources/")))
-    lessons = book.lessons()
-    assert {f"{p.docname}.html" for p in lessons} <= set(pages)
-    assert {f"{p.docname}.html" for p in book.labs()} <= set(pages)
-    assert {"index.html", "quiz.html", "docs/cheatsheet.html", "search.html"} <= set(pages)
-    expected_charts = {f"{p.docname}.html": book.count_plotly_outputs(nbformat.read(p.path, as_version=4))
+    prefix = _prefix(lang)
+    pages = _edition_pages(site, lang)
+    lessons = book.edition_pages(book.lessons(), lang)
+    assert {f"{prefix}{p.docname}.html" for p in lessons} <= set(pages)
+    assert {f"{prefix}{p.docname}.html" for p in book.labs()} <= set(pages)
+    assert {prefix + p for p in ("index.html", "quiz.html", "docs/cheatsheet.html", "search.html")} <= set(pages)
+    # the charts each page must draw: those its edition's notebook stores (a translation keeps the outputs)
+    expected_charts = {f"{prefix}{p.docname}.html": book.count_plotly_outputs(nbformat.read(p.path, as_version=4))
                        for p in lessons}
     assert sum(expected_charts.values()) >= 5       # the course has charts; else this test checks nothing
     # lessons with a live widget show at least the chart of its final state (a notebook that lost it fails)
     for rel, least in FINAL_STATE_CHARTS.items():
+        rel = prefix + rel
         assert expected_charts.get(rel, 0) >= least, f"{rel}: {expected_charts.get(rel)} charts, want >= {least}"
+    switches = {other: [] for other in book.EDITIONS if other != lang}
 
     problems, blocked, charts = [], [], {}
     with sync_playwright() as pw:
@@ -333,26 +466,35 @@ def test_every_page_opens_offline_with_working_links_and_its_charts(served, chro
                         pass
                 charts[rel] = page.locator("div.plotly-graph-div.js-plotly-plot").count()
                 if rel in expected_charts:
-                    problems += _check_widget_notes(page, rel)
+                    problems += _check_widget_notes(page, rel, lang)
                 links = page.eval_on_selector_all(
                     "a[href], link[href], script[src], img[src], iframe[src]",
                     "els => els.map(e => e.href || e.src)")
                 for url in links:
                     problems += _check_internal(url, base, site, rel)
-                if rel in expected_charts or rel.startswith("labs/"):
+                # the language switch: one link per other language, to this very page in it
+                for other in switches:
+                    want = f"{base}/{_counterpart(rel, lang, other)}"
+                    got = page.eval_on_selector_all(f'a.lang-switch[hreflang="{other.replace("_", "-")}"]',
+                                                    "els => els.map(e => e.href)")
+                    switches[other].append(rel)
+                    if got != [want]:
+                        problems.append(f"{rel}: language switch to {other}: {got}, want [{want}]")
+                if rel in expected_charts or rel.startswith(f"{prefix}labs/"):
                     text = page.locator("article").inner_text()
-                    if "Run it live" not in text or "make lab" not in text:
-                        problems.append(f"{rel}: no 'Run it live' note with make lab")
-                if rel.startswith(("notebooks/", "labs/")):
+                    if book.tr(lang, "run_title") not in text or "make lab" not in text:
+                        problems.append(f"{rel}: no '{book.tr(lang, 'run_title')}' note with make lab")
+                if rel.startswith((f"{prefix}notebooks/", f"{prefix}labs/")):
                     if not page.locator("a.right-next, a.left-prev").count():
                         problems.append(f"{rel}: no previous/next link")
 
             # search works offline: the index is the site's own searchindex.js
-            current["url"] = "search.html"
-            page.goto(f"{base}/search.html?q=acks_late", wait_until="load")
-            page.wait_for_selector("#search-results ul.search li", timeout=30_000)
-            hits = page.locator("#search-results ul.search li a").evaluate_all("els => els.map(e => e.href)")
-            assert any("/notebooks/08_production.html" in h for h in hits), hits
+            for query, want in SEARCHES[lang]:
+                current["url"] = f"{prefix}search.html?q={query}"
+                page.goto(f"{base}/{prefix}search.html?q={urllib.parse.quote(query)}", wait_until="load")
+                page.wait_for_selector("#search-results ul.search li", timeout=30_000)
+                hits = page.locator("#search-results ul.search li a").evaluate_all("els => els.map(e => e.href)")
+                assert any(f"/{prefix}{want}" in h for h in hits), (query, hits)
             page.screenshot(path=str(tmp_path / "search.png"))
         finally:
             browser.close()
@@ -361,7 +503,17 @@ def test_every_page_opens_offline_with_working_links_and_its_charts(served, chro
                  for rel, want in expected_charts.items() if charts[rel] != want]
     assert blocked == [], f"requests to other hosts: {blocked[:10]}"
     assert problems == [], "\n".join(problems[:40])
-    assert charts["index.html"] == 0 and "_static/plotly.min.js" not in (site / "index.html").read_text()
+    assert all(len(seen) == len(pages) for seen in switches.values())
+    assert charts[f"{prefix}index.html"] == 0 and "_static/plotly.min.js" not in (site / prefix / "index.html").read_text()
+    # no CDN: each language's pages load plotly.js from that language's own _static
+    assert (site / prefix / "_static" / "plotly.min.js").is_file()
+
+
+#: searches the built site's own index must answer: (query, a page among the hits), per language
+SEARCHES = {
+    "en": [("acks_late", "notebooks/08_production.html")],
+    "zh_CN": [("acks_late", "notebooks/08_production.html"), ("死信队列", "notebooks/06_dead_letter.html")],
+}
 
 
 #: lesson pages with a live view or live plot -> the least number of charts: each widget's final state
@@ -384,11 +536,11 @@ _NOTES_JS = """() => Array.from(document.querySelectorAll('.book-output-note')).
 })"""
 
 
-def _check_widget_notes(page, rel: str) -> list[str]:
+def _check_widget_notes(page, rel: str, lang: str = "en") -> list[str]:
     """Every live-widget note links to a cell of this page that draws a chart (its final state)."""
     problems = []
     for note in page.evaluate(_NOTES_JS):
-        if note["title"] not in ("Live view", "Live metrics plot"):
+        if note["title"] not in (book.tr(lang, "live_view"), book.tr(lang, "live_plot")):
             continue
         if len(note["targets"]) != 1:
             problems.append(f"{rel}: a '{note['title']}' note with {len(note['targets'])} links to its final state")
