@@ -408,17 +408,55 @@ def note_html(title: str, body: str, kind: str = "note") -> str:
 FINALS = {"celerylab live view": "Final state of", "celerylab live metrics plot": "Final values of the live metrics plot"}
 
 
+#: the kit's templates of those text/plain lines (celerylab.widgets, celerylab.metrics, the quiz): a
+#: translated edition whose notebooks ran in its language (``make zh``) stores them translated
+LIVE_TEMPLATES = {
+    "celerylab live view": ("celerylab live view (widgets: shown while the kernel runs)",),
+    "celerylab live metrics plot": ("celerylab live metrics plot (a widget: shown while the kernel runs)",),
+    "quiz:": ("quiz: {count} questions ({detail}); interactive in JupyterLab",),
+}
+FINAL_TEMPLATES = {
+    "celerylab live view": ("Final state of the timeline of {app}: {runs}", "Final state of the queue depth of {app}: {lines}",
+                            "Final state of {app}", "Final state"),
+    "celerylab live metrics plot": ("Final values of the live metrics plot {title}: {values}",),
+}
+
+
+def _template_regex(template: str) -> str:
+    import string
+
+    out = []
+    for literal, field, _spec, _conv in string.Formatter().parse(template):
+        out.append(re.escape(literal))
+        if field is not None:
+            out.append(".*?")
+    return "".join(out)
+
+
+def says(text: str, templates) -> bool:
+    """``text`` starts with one of the kit's ``templates`` (fields filled in), in English or in a
+    translated edition's language."""
+    return any(re.match(_template_regex(translate(t, lang)), text, re.S)
+               for lang in EDITIONS for t in templates if translate(t, lang))
+
+
 def widget_kind(text: str) -> str | None:
     """Which kind of live widget a text/plain is (a key of FINALS), or None (quiz, other widgets)."""
-    return next((kind for kind in FINALS if text.startswith(kind)), None)
+    return next((kind for kind in FINALS if text.startswith(kind)), None) \
+        or next((kind for kind in FINALS if says(text, LIVE_TEMPLATES[kind])), None)
 
 
 def final_kind(outputs) -> str | None:
     """The kind of live widget whose final state these outputs show, or None."""
     for o in outputs:
+        if PLOTLY not in o.get("data", {}):
+            continue
         plain = _text(o.get("data", {}).get("text/plain", ""))
         for kind, start in FINALS.items():
-            if plain.startswith(start) and PLOTLY in o.get("data", {}):
+            if plain.startswith(start):
+                return kind
+        for kind in FINALS:
+            if says(plain, FINAL_TEMPLATES[kind]):
                 return kind
     return None
 
@@ -427,13 +465,14 @@ def widget_note(text: str, final_state: str | None, lang: str = "en") -> str:
     """What replaces a live widget: its stored notebook keeps no widget state, only this text.
 
     ``final_state``: the html id of the output that shows the widget's final state (None: none)."""
-    if text.startswith("celerylab live view"):
+    kind = widget_kind(text)
+    if kind == "celerylab live view":
         where = tr(lang, "live_view_where", target=final_state) if final_state else ""
         return note_html(tr(lang, "live_view"), tr(lang, "live_view_body", where=where))
-    if text.startswith("celerylab live metrics plot"):
+    if kind == "celerylab live metrics plot":
         where = tr(lang, "live_plot_where", target=final_state) if final_state else ""
         return note_html(tr(lang, "live_plot"), tr(lang, "live_plot_body", where=where))
-    if text.startswith("quiz:"):
+    if text.startswith("quiz:") or says(text, LIVE_TEMPLATES["quiz:"]):
         return note_html(tr(lang, "quiz"), tr(lang, "quiz_body"), "tip")
     return note_html(tr(lang, "widget"), tr(lang, "widget_body"))
 
