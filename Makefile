@@ -154,7 +154,9 @@ cheatsheet: install
 	$(PY) -m celerylab.quiz cheatsheet
 
 ## The course as a static HTML book in build/book: every lesson with its stored outputs, the labs
-## (hints and solutions folded), the quiz and the cheat sheet. Built offline (Sphinx + myst-nb,
+## (hints and solutions folded), the quiz and the cheat sheet; the same book in Chinese in
+## build/book/zh, from the edition `make zh` wrote in zh/ (built unexecuted when zh/ is missing),
+## every page linking to itself in the other language. Built offline (Sphinx + myst-nb,
 ## nothing executed); fails on a broken link. Open build/book/index.html, or serve it:
 ## `python3 -m http.server -b 127.0.0.1 -d build/book`.
 .PHONY: book
