@@ -15,6 +15,13 @@ Stages a Sphinx source tree in ``build/book-src`` from the repository's files, t
 * the quiz (every question of ``celerylab.quiz``, answers folded), the cheat sheet
   (``docs/cheatsheet.md``), and a contents page with the course order and time per lesson.
 
+The same book in Chinese goes to ``build/book/zh`` (``EDITIONS``), staged from the edition ``make zh``
+writes (``zh/notebooks``, ``zh/solutions``; built here, unexecuted, when missing) with the kit's
+catalog for the hints and the quiz, ``zh/docs/cheatsheet.md`` when there is one, and Sphinx's
+``language = "zh_CN"``: the same pages, order and navigation (a page the edition lacks shows the
+English with a note), and every page links to the same page in the other language. Both Sphinx
+builds run at once.
+
 Nothing is fetched at build or view time. ``build/book/book-stamp.json`` records a digest of the
 inputs; ``tests/test_book.py`` reuses a build whose digest matches.
 """
