@@ -201,12 +201,19 @@ def tr(lang: str, key: str, **fields) -> str:
     return text.format(**fields) if fields else text
 
 
-def translate(text: str, lang: str) -> str:
-    """A kit string (a hint, a quiz question's text) in ``lang``, from the kit's catalog (English if missing)."""
+def translate(text: str, lang: str, context: str | None = None) -> str:
+    """A kit string (a hint, a quiz question's text) in ``lang``, from the kit's catalog (English if
+    missing); ``context``: the catalog entry's msgctxt to prefer (a quiz question's id: a short
+    choice such as "Nothing" is translated per question), where celerylab.i18n takes one."""
     if lang == "en" or not text:
         return text
     from celerylab.i18n import translate as kit_translate
 
+    if context is not None:
+        try:
+            return kit_translate(text, lang, context=context)
+        except TypeError:        # an i18n without contexts
+            pass
     return kit_translate(text, lang)
 
 
@@ -583,6 +590,9 @@ def section_anchors(notebook: str, lang: str, root: Path = ROOT) -> dict[str, st
             for en, other in section_names(notebook, lang, root).items()}
 
 
+QUIZ_SECTIONS = "celerylab/quiz/sections"   #: the catalog's context of the quiz's lesson titles
+
+
 def questions_md(questions, page_dir: str, lang: str = "en", root: Path = ROOT) -> str:
     """Questions as MyST: prompt and choices visible, the answer and its evidence folded.
 
@@ -590,9 +600,9 @@ def questions_md(questions, page_dir: str, lang: str = "en", root: Path = ROOT) 
     taught in is the translated lesson's heading (English when the lesson has no translation)."""
     from celerylab.quiz import TITLES
 
-    t = lambda text: translate(text, lang)
     out = []
     for n, q in enumerate(questions, start=1):
+        t = lambda text, q=q: translate(text, lang, f"celerylab/quiz/{q.id}")
         out.append(f"**{n}.** {t(q.prompt)}\n")
         if q.kind in ("choice", "myth"):
             out += [f"- **{chr(65 + i)}.** {t(choice)}" for i, choice in enumerate(q.choices)]
@@ -613,7 +623,7 @@ def questions_md(questions, page_dir: str, lang: str = "en", root: Path = ROOT) 
         if lang == "en":
             where, fragment = q.where, anchor(q.anchor) if q.anchor else ""
         else:
-            title = f"{q.lesson} · {t(TITLES[q.lesson])}"
+            title = f"{q.lesson} · {translate(TITLES[q.lesson], lang, QUIZ_SECTIONS)}"
             heading = section_names(q.notebook, lang, root).get(q.section, q.section) if q.section else ""
             where = tr(lang, "where", title=title, section=heading) if heading else title
             fragment = anchor(heading.replace(" ", "-")) if heading else ""
@@ -648,7 +658,7 @@ def quiz_page(stage: Path, lang: str = "en", root: Path = ROOT) -> str:
             lessons_seen.append(q.lesson)
     for lesson in sorted(lessons_seen, key=lambda n: list(TITLES).index(n) if n in TITLES else 999):
         qs = [q for q in by_round["lessons"] if q.lesson == lesson]
-        parts += [f"## {lesson} · {translate(TITLES.get(lesson, ''), lang)}\n", questions_md(qs, "", lang, root)]
+        parts += [f"## {lesson} · {translate(TITLES.get(lesson, ''), lang, QUIZ_SECTIONS)}\n", questions_md(qs, "", lang, root)]
     parts += [f"## {tr(lang, 'round_myths')}\n", questions_md(by_round["myths"], "", lang, root)]
     return "\n".join(parts)
 
