@@ -121,13 +121,15 @@ clean:
 	rm -rf $(VENV) build *.egg-info
 
 ## 简体中文 edition (issue 18): zh/notebooks, zh/solutions, zh/labs from the English notebooks and the
-## catalogs in locale/zh_CN (python -m celerylab.translation). It fails while an entry is untranslated
+## catalogs in locale/zh_CN (python -m celerylab.translation), then the lessons and solutions run in
+## Chinese (CELERYLAB_LANG=zh_CN: the kit's messages in their outputs; only those whose sources changed
+## since they last ran), then the labs from the run solutions. It fails while an entry is untranslated
 ## or stale: after editing an English notebook, `make zh-update` marks what changed (fuzzy, the old
 ## translation kept), then translate those entries (`python -m celerylab.translation export|import`).
 .PHONY: zh zh-update
-zh: install
+zh: install sysdeps
 	$(PY) -m celerylab.translation coverage --min 100
-	$(PY) -m celerylab.translation build --strict
+	$(PY) -m celerylab.translation build --strict --execute
 
 zh-update: install
 	$(PY) -m celerylab.translation update

@@ -10,7 +10,8 @@ written in English in the code, marked for extraction:
 
 ``python -m celerylab.translation update`` extracts the marked strings with Babel into
 ``locale/<lang>/kit.po``; the catalog's translations are used when ``CELERYLAB_LANG`` names that
-language (``zh_CN``, also ``zh``/``zh-CN``). English is the default, and an entry that is missing,
+language (``zh_CN``, also ``zh``/``zh-CN``), or, with it unset, in a translated edition's folder.
+English is the default, and an entry that is missing,
 empty or stale (fuzzy) falls back to the English, so a half-done catalog never hides a message.
 """
 from __future__ import annotations
@@ -26,11 +27,30 @@ ALIASES = {"zh": "zh_CN", "zh_cn": "zh_CN", "zh-cn": "zh_CN", "zh_hans": "zh_CN"
 CATALOG = "kit.po"
 
 
+#: written by a translated edition's build into its folder (zh/): a kernel started in that edition
+#: (JupyterLab starts it in the notebook's folder) speaks its language without any setting
+MARKER = ".celerylab-lang"
+
+
 def language() -> str:
-    """The language messages are shown in: ``CELERYLAB_LANG`` (``en`` when unset or unknown)."""
-    raw = (os.environ.get(ENV) or DEFAULT).strip()
+    """The language messages are shown in: ``CELERYLAB_LANG``; when unset, the edition's language
+    if the kernel runs in a translated edition's folder (its :data:`MARKER` in the working
+    directory or the one above it); else English. An unknown language means English."""
+    raw = (os.environ.get(ENV) or _edition_language() or DEFAULT).strip()
     lang = ALIASES.get(raw.lower(), raw)
     return lang if lang == DEFAULT or catalog_path(lang).exists() else DEFAULT
+
+
+def _edition_language() -> str | None:
+    try:
+        here = Path.cwd()
+    except OSError:
+        return None
+    for folder in (here, here.parent):
+        marker = folder / MARKER
+        if marker.is_file():
+            return marker.read_text(encoding="utf-8").strip() or None
+    return None
 
 
 def catalog_path(lang: str) -> Path:
@@ -38,8 +58,9 @@ def catalog_path(lang: str) -> Path:
 
 
 @functools.lru_cache(maxsize=None)
-def _translations(lang: str) -> dict[str, str]:
-    """``{English: translation}`` of the catalog's done entries (not empty, not fuzzy)."""
+def _translations(lang: str) -> dict:
+    """``{English: translation}`` and ``{(context, English): translation}`` of the catalog's done
+    entries (not empty, not fuzzy)."""
     from babel.messages.pofile import read_po
 
     path = catalog_path(lang)
@@ -47,15 +68,26 @@ def _translations(lang: str) -> dict[str, str]:
         return {}
     with path.open("rb") as fh:
         catalog = read_po(fh, locale=lang)
-    return {m.id: m.string for m in catalog if m.id and m.string and not m.fuzzy and isinstance(m.id, str)}
+    found: dict = {}
+    for m in catalog:
+        if m.id and m.string and not m.fuzzy and isinstance(m.id, str):
+            found.setdefault(m.id, m.string)
+            found[(m.context, m.id)] = m.string
+    return found
 
 
-def translate(message: str, lang: str | None = None) -> str:
-    """The message's translation in ``lang`` (default: :func:`language`), or the English."""
+def translate(message: str, lang: str | None = None, context: str | None = None) -> str:
+    """The message's translation in ``lang`` (default: :func:`language`), or the English.
+
+    ``context``: the catalog entry's context (``msgctxt``) to prefer, for a short text whose
+    translation depends on where it is (a quiz choice "Nothing" under one question or another)."""
     lang = lang or language()
     if lang == DEFAULT:
         return message
-    return _translations(lang).get(message, message)
+    table = _translations(lang)
+    if context is not None and (context, message) in table:
+        return table[(context, message)]
+    return table.get(message, message)
 
 
 def _(message: str, **fields) -> str:

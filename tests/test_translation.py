@@ -3,6 +3,7 @@ marked when the English changes, and an edition whose code, ids and outputs are 
 from __future__ import annotations
 
 import io
+import re
 import tokenize
 
 import nbformat
@@ -149,7 +150,8 @@ def test_the_edition_builds_with_labs_that_grade_against_its_own_solutions(monke
     origin = lab.metadata["celerylab"]["generated_from"]
     assert master_path(lab, labs[0].stem) == catalogs.repo_root() / origin
     assert origin == f"zh/solutions/{labs[0].name}"
-    assert len(built.written) == len(catalogs.sources()) + len(labs)
+    assert len(built.written) == len(catalogs.sources()) + len(labs) + 1  # and the cheat sheet
+    assert (target / "docs" / "cheatsheet.md").read_text(encoding="utf-8").count("\n- ") > 100
     for path in labs:   # a translated lab is the English lab's code: no answer left in, no blank lost
         zh, en = nbformat.read(path, as_version=4), nbformat.read(catalogs.repo_root() / "labs" / path.name, as_version=4)
         assert [c.id for c in zh.cells] == [c.id for c in en.cells], path.name
@@ -186,11 +188,18 @@ def test_a_translated_lab_gets_the_same_verdicts_as_the_english_one(tmp_path, mo
     blank.write_bytes(zh_lab.read_bytes())
     results = {r.notebook: r for r in grade([answered, blank], time_limit=150)}
     got = results[str(answered.resolve())]
+    # the zh solution's outputs: English as copied by the build, Chinese once `make zh` ran it in Chinese
+    master = nbformat.read(edition.edition_dir(LANG) / "solutions" / "00_first_tasks.ipynb", as_version=4)
+    chinese = master.metadata["celerylab_edition"].get("outputs_lang") == LANG
     for label, expected in variant["expect"].items():
         outcome = got.exercises[label]
         assert outcome.status == expected[0], (label, outcome)
-        if len(expected) > 1:
+        if len(expected) > 1 and not chinese:
             assert expected[1] in outcome.message, (label, outcome.message)
+        elif len(expected) > 1:  # the same verdict in Chinese: the code and names it quotes, in a Chinese sentence
+            assert re.search(r"[\u4e00-\u9fff]", outcome.message), (label, outcome.message)
+            for quoted in re.findall(r"'[^']+'|@\S+", expected[1]):
+                assert quoted in outcome.message, (label, quoted, outcome.message)
     assert {e.status for e in results[str(blank.resolve())].exercises.values()} == {"not attempted"}
 
 
@@ -238,3 +247,22 @@ def test_every_translated_markdown_cell_keeps_its_code_links_and_markup():
                 lost = list((en_code - zh_code).elements())[:2]
                 problems.append(f"{path.relative_to(catalogs.repo_root())} {message.context}: {diff} {lost}")
     assert not problems, f"{len(problems)} cells differ:\n" + "\n".join(problems)
+
+
+def test_a_run_of_the_edition_that_went_another_way_is_not_kept(tmp_path):
+    """make zh runs the edition in Chinese; a recorded line the English run never printed (a task that
+    ended otherwise on a busy machine) is caught, while the kit's Chinese lines are not compared."""
+    from celerylab.translation.execute import unexplained_lines
+
+    source = catalogs.repo_root() / "solutions" / "05_retries.ipynb"
+    nb = edition.translate_notebook(source, LANG, edition.Built())
+    checks = [c for c in nb.cells if c.cell_type == "code" and any(
+        "Correct:" in "".join(o.get("text", "")) for o in c.get("outputs", []))]
+    assert checks
+    checks[0].outputs[0]["text"] = "正确：q1：间隔 0.2 秒重试两次\n"  # the kit's line, in Chinese: fine
+    path = tmp_path / "05_retries.ipynb"
+    nbformat.write(nb, path)
+    assert unexplained_lines(path) == []
+    checks[0].outputs[0]["text"] = "q1 FAILURE after 1 runs\n"  # a line the English run never printed
+    nbformat.write(nb, path)
+    assert unexplained_lines(path) == [f"cell {checks[0].id}: q1 FAILURE after 1 runs"]

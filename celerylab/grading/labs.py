@@ -74,10 +74,13 @@ def is_check(cell) -> bool:
     return cell.get("cell_type") == "code" and CHECK_TAG in tags(cell) and exercise_label(cell) is not None
 
 
-def check_passed(cell) -> bool:
+def check_passed(cell, lang: str = ENGLISH) -> bool:
+    """The check cell's stored output is a pass: ``Correct: ...`` in ``lang`` (the language the
+    notebook was run in), and no error."""
     outputs = cell.get("outputs", [])
     text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream" and o.get("name") == "stdout")
-    return not any(o.get("output_type") == "error" for o in outputs) and text.startswith("Correct:")
+    prefix = translate("Correct: {label}: {text}", lang).split("{label}")[0]  # "Correct: ", "正确："
+    return not any(o.get("output_type") == "error" for o in outputs) and text.startswith(prefix)
 
 
 def master_checks(nb, where: str = "notebook") -> dict[str, object]:
@@ -163,10 +166,11 @@ def check_note(check, lang: str = ENGLISH) -> nbformat.NotebookNode:
 
 
 def make_lab(solution, name: str, where: str = "solution", origin: str | None = None,
-             lang: str = ENGLISH) -> nbformat.NotebookNode:
+             lang: str = ENGLISH, outputs_lang: str = ENGLISH) -> nbformat.NotebookNode:
     """The learner's notebook for a solution notebook (which is not changed).
 
-    ``lang``: the lab's language (a translated edition's), for the notes the generator adds.
+    ``lang``: the lab's language (a translated edition's), for the notes the generator adds;
+    ``outputs_lang``: the language the solution was run in (its check cells' ``Correct: ...``).
 
     ``origin``: the solution's path from the repository root, which the grader reads the master
     copy from (default ``solutions/<name>.ipynb``; a translated edition's own solutions folder).
@@ -176,7 +180,7 @@ def make_lab(solution, name: str, where: str = "solution", origin: str | None = 
     if not checks:
         raise CeleryLabError(f"{where}: no check cells (tags 'check' and 'exercise:qN')")
     for label, cell in checks.items():
-        if not check_passed(cell):
+        if not check_passed(cell, outputs_lang):
             raise CeleryLabError(f"{where}: the check cell for {label} has no passing output; run the solution "
                                  f"notebook first (python -m celerylab.grading.labs --execute)")
     module = exercise_module(lab)

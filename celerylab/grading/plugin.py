@@ -16,9 +16,10 @@ notebook that belongs to a lab (``metadata.celerylab.lab`` or its file name) it:
   ``sys.modules[...]``) is not run and reported as "this cell changes the grader";
 * gives each lab cell at most ``LAB_CELL_TIMEOUT`` seconds (unless ``--nbval-cell-timeout``
   says otherwise) and reports a cell stopped there as timed out, naming the cell;
-* starts each notebook's kernel with ``CELERYLAB_LANG=en`` (:data:`KERNEL_LANG`): the master copies'
-  expected outputs were recorded in English, so a learner's language never changes a verdict,
-  while the scorecard and the messages the grader writes itself are in the learner's language;
+* starts each notebook's kernel with ``CELERYLAB_LANG`` set to the language its expected outputs
+  were recorded in (:func:`recorded_language`: English, or a translated edition's language), so a
+  learner's language never changes a verdict, while the scorecard and the messages the grader
+  writes itself are in the learner's language;
 * collects one result per exercise from ``item.cell`` and prints a scorecard in
   ``pytest_terminal_summary`` (and to ``$CELERYLAB_GRADE_RESULTS`` as JSON, after every cell).
 
@@ -47,7 +48,16 @@ STATUS_BY_ERROR = {"ExerciseIncorrect": "incorrect", "ExerciseNotAttempted": "no
                    "GraderChanged": "incorrect"}
 LAB_CELL_TIMEOUT = 40  #: seconds a lab cell may run (nbval's own default is 2000)
 NBVAL_DEFAULT_TIMEOUT = 2000
-KERNEL_LANG = "en"  #: the kernels' CELERYLAB_LANG: the language of the expected outputs
+KERNEL_LANG = "en"  #: the kernels' CELERYLAB_LANG for a notebook of no translated edition
+
+
+def recorded_language(nb) -> str:
+    """The language a notebook's stored outputs speak: a translated edition's build records it in
+    the ``celerylab_edition`` metadata (``outputs_lang``: English as copied, the edition's language
+    once run in it), and its labs keep their solution's; else English."""
+    edition = ((nb or {}).get("metadata", {}) or {}).get("celerylab_edition") or {}
+    lang = edition.get("outputs_lang") if isinstance(edition, dict) else None
+    return lang if isinstance(lang, str) and lang.replace("_", "").isalnum() else KERNEL_LANG
 
 
 def pytest_configure(config):
@@ -281,13 +291,12 @@ class Grader:
     # -- running ---------------------------------------------------------------------------
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_setup(self, item):
-        """nbval starts a notebook's kernel in its first cell's setup: with CELERYLAB_LANG=en (KERNEL_LANG).
-
-        The expected outputs the check cells are compared with were recorded in English; this
-        process (the scorecard, the grader's own messages) keeps the learner's language.
+        """nbval starts a notebook's kernel in its first cell's setup: with CELERYLAB_LANG set to the
+        language the expected outputs were recorded in (:func:`recorded_language`); this process
+        (the scorecard, the grader's own messages) keeps the learner's language.
         """
         saved = os.environ.get(i18n.ENV)
-        os.environ[i18n.ENV] = KERNEL_LANG
+        os.environ[i18n.ENV] = recorded_language(getattr(item.parent, "nb", None))
         try:
             yield
         finally:

@@ -80,8 +80,8 @@ def _run_batch(paths: list[Path], time_limit: float, cell_timeout: float, on_upd
         (tmp / "pytest.ini").write_text("[pytest]\n")
         results_file = tmp / "results.json"
         # SOLUTIONS_ENV and CELERYLAB_LANG pass through when set: the plugin writes its report in the
-        # learner's language, and starts each notebook's kernel with CELERYLAB_LANG=en (KERNEL_LANG), the
-        # language the master copies' expected outputs were recorded in, so every language gets the same verdicts
+        # learner's language, and starts each notebook's kernel in the language its expected outputs were
+        # recorded in (plugin.recorded_language), so every language gets the same verdicts
         env = dict(os.environ, **{RESULTS_ENV: str(results_file)})
         cmd = [sys.executable, "-m", "pytest", "-q", "--noconftest", "-p", "no:cacheprovider",
                "-p", "celerylab.grading.plugin", "--nbval", "--nbval-current-env",

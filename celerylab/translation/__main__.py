@@ -46,6 +46,11 @@ def main(argv=None) -> int:
     im.add_argument("json_file")
     bd = sub.add_parser("build", help="write the edition (zh/notebooks, zh/solutions, zh/labs) from the catalogs")
     bd.add_argument("--strict", action="store_true", help="fail when an entry is untranslated or stale")
+    bd.add_argument("--execute", action="store_true",
+                    help="then run the lessons and solutions in the edition's language (those changed since they ran)")
+    bd.add_argument("--jobs", type=int, default=2, help="notebooks run at once with --execute (default 2)")
+    rn = sub.add_parser("run", help="run one notebook of a translated edition in place, in its language")
+    rn.add_argument("notebook")
     args = parser.parse_args(argv)
 
     if args.command == "build":
@@ -53,13 +58,25 @@ def main(argv=None) -> int:
         from . import edition
 
         try:
-            built = edition.build(args.lang, strict=args.strict)
+            built = edition.build(args.lang, strict=args.strict, execute=args.execute, jobs=args.jobs)
         except CeleryLabError as exc:
             print(f"celerylab: {exc}", file=sys.stderr)
             return 2
         where = edition.edition_dir(args.lang).relative_to(catalogs.repo_root())
         print(f"{where}: {len(built.written)} notebooks written; {len(built.untranslated)} entries still in English "
               f"(untranslated or stale)")
+        return 0
+
+    if args.command == "run":
+        from ..errors import CeleryLabError
+        from .execute import run_one
+
+        try:
+            elapsed = run_one(Path(args.notebook))
+        except CeleryLabError as exc:
+            print(f"celerylab: {exc}", file=sys.stderr)
+            return 2
+        print(f"{args.notebook}: ran in {elapsed:.1f} s")
         return 0
 
     if args.command == "update":

@@ -1,8 +1,10 @@
 """Build a translated edition: ``<edition>/notebooks``, ``<edition>/solutions``, ``<edition>/labs``.
 
 Each English notebook is copied with its markdown cells and code comments replaced by the
-catalog's translations (``catalogs``); code, cell ids, tags and stored outputs stay as they are
-(nbval compares the outputs, and code stays code). The labs are generated from the translated
+catalog's translations (``catalogs``); code, cell ids and tags stay as they are (code stays code),
+and so do the stored outputs, until ``build(execute=True)`` (``make zh``) runs the lessons and
+solutions in the edition's language (:mod:`.execute`), so that the kit's lines in them (verdicts,
+final states, chart titles) are the ones a learner of that edition sees, and nbval checks those. The labs are generated from the translated
 solutions by the same generator as the English ones, and name their edition's solution as the
 master copy, so grading a translated lab works exactly as grading an English one.
 An entry that is missing or stale (fuzzy) keeps the English text and is reported; ``strict``
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import nbformat
 
+from .. import i18n
 from ..errors import CeleryLabError
 from ..grading import labs as lab_generator
 from . import catalogs
@@ -71,20 +74,51 @@ def translate_notebook(source: Path, lang: str, report: Built):
             cell.source = translation(cell.source, cell.id) or cell.source
         elif cell.cell_type == "code":
             cell.source = translate_comments(cell.source, lambda text, c=cell: translation(text, c.id + catalogs.COMMENT_CONTEXT))
-    out.metadata["celerylab_edition"] = {"lang": lang, "translated_from": rel}
+    # outputs_lang: the language of the stored outputs (English, as copied; a run in the edition's
+    # language changes it, see .execute): what the labs' grader runs the kernel in
+    out.metadata["celerylab_edition"] = {"lang": lang, "translated_from": rel, "outputs_lang": "en"}
     return out
 
 
-def build(lang: str, strict: bool = False) -> Built:
-    """Write the edition of ``lang`` from the English notebooks and the catalogs."""
+def _built_from(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    try:
+        return (nbformat.read(path, as_version=4).metadata.get("celerylab_edition", {}) or {}).get("built_from")
+    except Exception:  # a damaged file is simply rebuilt
+        return None
+
+
+def build(lang: str, strict: bool = False, execute: bool = False, jobs: int = 2) -> Built:
+    """Write the edition of ``lang`` from the English notebooks and the catalogs.
+
+    ``execute``: then run its lessons and solutions in a kernel speaking ``lang`` (see
+    :mod:`.execute`; only those whose sources changed since they last ran), before the labs are
+    made from the solutions. A notebook whose sources did not change is left as it is, outputs and all.
+    """
+    from .execute import build_key, run_all
+
     report = Built()
     root, target = catalogs.repo_root(), edition_dir(lang)
+    target.mkdir(parents=True, exist_ok=True)
+    # a kernel started in the edition's folders (JupyterLab starts it beside the notebook) speaks its language
+    (target / i18n.MARKER).write_text(lang + "\n", encoding="utf-8")
+    lessons = []
     for source in catalogs.sources():
         out_path = target / source.parent.name / source.name
         nb = translate_notebook(source, lang, report)
+        key = build_key(lab_generator.render(nb), lang)
+        nb.metadata["celerylab_edition"]["built_from"] = key
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(lab_generator.render(nb), encoding="utf-8")
+        if _built_from(out_path) != key:
+            out_path.write_text(lab_generator.render(nb), encoding="utf-8")
         report.written.append(out_path)
+        lessons.append(out_path)
+    if strict and report.untranslated:
+        raise CeleryLabError(f"{len(report.untranslated)} entries are not translated (or stale), e.g. "
+                             f"{report.untranslated[0]}: run `python -m celerylab.translation coverage`")
+    if execute:
+        run_all(lessons, jobs=jobs)
     # the kit's recordings and the labs' grading hook sit beside the notebooks, as in English
     if (root / "notebooks" / "recorded").is_dir():
         shutil.copytree(root / "notebooks" / "recorded", target / "notebooks" / "recorded", dirs_exist_ok=True)
@@ -94,11 +128,14 @@ def build(lang: str, strict: bool = False) -> Built:
     for solution in sorted((target / "solutions").glob("[0-9][0-9]_*.ipynb")):
         nb = nbformat.read(solution, as_version=4)
         origin = str(solution.relative_to(root))
-        lab = lab_generator.make_lab(nb, solution.stem, where=origin, origin=origin, lang=lang)
+        outputs_lang = (nb.metadata.get("celerylab_edition", {}) or {}).get("outputs_lang", "en")
+        lab = lab_generator.make_lab(nb, solution.stem, where=origin, origin=origin, lang=lang,
+                                     outputs_lang=outputs_lang)
         lab_path = labs_out / solution.name
         lab_path.write_text(lab_generator.render(lab), encoding="utf-8")
         report.written.append(lab_path)
-    if strict and report.untranslated:
-        raise CeleryLabError(f"{len(report.untranslated)} entries are not translated (or stale), e.g. "
-                             f"{report.untranslated[0]}: run `python -m celerylab.translation coverage`")
+    # the cheat sheet the lessons link to (../docs/cheatsheet.md), from the quiz bank and the kit's catalog
+    from ..quiz import cheatsheet
+
+    report.written.append(cheatsheet.write(target / "docs" / "cheatsheet.md", lang=lang))
     return report
