@@ -139,3 +139,26 @@ def lab():
         module.reset()
         yield module
         celerylab.cleanup()
+
+
+@pytest.fixture
+def zh(monkeypatch):
+    """The kit speaks Chinese (CELERYLAB_LANG=zh_CN, the catalogs reloaded)."""
+    from celerylab import i18n
+
+    monkeypatch.setenv(i18n.ENV, "zh_CN")
+    i18n.reload()
+    assert i18n.language() == "zh_CN"
+    yield
+    i18n.reload()
+
+
+@pytest.fixture
+def english(monkeypatch):
+    """The kit speaks English: CELERYLAB_LANG unset."""
+    from celerylab import i18n
+
+    monkeypatch.delenv(i18n.ENV, raising=False)
+    i18n.reload()
+    yield
+    i18n.reload()

@@ -22,14 +22,6 @@ def fields(text: str) -> set[str] | None:
         return None
 
 
-@pytest.fixture
-def zh(monkeypatch):
-    monkeypatch.setenv(i18n.ENV, LANG)
-    i18n.reload()
-    yield
-    i18n.reload()
-
-
 def test_english_is_the_default_and_unknown_languages_fall_back_to_it(monkeypatch):
     monkeypatch.delenv(i18n.ENV, raising=False)
     assert i18n.language() == "en"

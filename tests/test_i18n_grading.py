@@ -26,14 +26,6 @@ LANG = "zh_CN"
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
-@pytest.fixture
-def zh(monkeypatch):
-    monkeypatch.setenv(i18n.ENV, LANG)
-    i18n.reload()
-    yield
-    i18n.reload()
-
-
 def cell(nb, cell_id):
     return next(c for c in nb.cells if c.get("id") == cell_id)
 

@@ -18,23 +18,6 @@ from celerylab.events import FlowState
 LANG = "zh_CN"
 
 
-@pytest.fixture
-def zh(monkeypatch):
-    monkeypatch.setenv(i18n.ENV, LANG)
-    i18n.reload()
-    assert i18n.language() == LANG
-    yield
-    i18n.reload()
-
-
-@pytest.fixture
-def en(monkeypatch):
-    monkeypatch.delenv(i18n.ENV, raising=False)
-    i18n.reload()
-    yield
-    i18n.reload()
-
-
 def translated(english: str) -> bool:
     return i18n.translate(english, LANG) != english
 
@@ -164,7 +147,7 @@ def check_quiz():
                  detail=i18n._("{n} choice", n=1) + ", " + i18n._("{n} myth", n=1))
 
 
-def test_the_live_views_and_the_final_state_in_english(en):
+def test_the_live_views_and_the_final_state_in_english(english):
     from celerylab.widgets import flow_html
 
     check_flow_and_final_state()
@@ -178,7 +161,7 @@ def test_the_live_views_and_the_final_state_in_chinese(zh):
     check_timeline_and_queue_depth()
 
 
-def test_the_quiz_in_english(en):
+def test_the_quiz_in_english(english):
     check_quiz()
     from celerylab import quiz
 

@@ -55,14 +55,6 @@ def marked(kit_entries, tmp_path, monkeypatch):
     i18n.reload()
 
 
-@pytest.fixture
-def english(monkeypatch):
-    monkeypatch.delenv(i18n.ENV, raising=False)
-    i18n.reload()
-    yield
-    i18n.reload()
-
-
 # -- extraction ------------------------------------------------------------------------------
 @pytest.mark.parametrize("q", quiz.QUESTIONS, ids=lambda q: q.id)
 def test_every_text_of_every_question_is_extracted(q, kit_entries):
