@@ -139,6 +139,14 @@ zh-update: install
 test-zh: zh sysdeps
 	$(PYTEST) -q $(NBVAL) zh/notebooks zh/solutions
 
+## The Chinese lessons and solutions on the real brokers, as test-brokers runs the English ones
+## (not in CI, which runs the English on them: about 10 minutes more).
+.PHONY: test-zh-brokers
+test-zh-brokers: zh sysdeps-brokers
+	cat tests/sanitize.cfg tests/sanitize_brokers.cfg > $(BROKERS_SANITIZE)
+	$(PY) -m celerylab.servers redis -- $(PYTEST) -q $(NBVAL_BROKERS) zh/notebooks zh/solutions
+	$(PY) -m celerylab.servers rabbitmq --results redis -- $(PYTEST) -q $(NBVAL_BROKERS) zh/notebooks zh/solutions
+
 ## Labs: generate labs/ from solutions/ (answers blanked, shipped unrun; the grader puts the master's check cells back).
 ## `make labs EXECUTE=1` re-runs the solution notebooks first.
 .PHONY: labs grade
