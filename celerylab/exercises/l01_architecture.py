@@ -249,6 +249,12 @@ class NoWaitingInTasks(BehaviourCheck):
             if not isinstance(value, AsyncResult):
                 self.sent(trial, call, value)  # raises with the right message
             done = trial.recorder.wait(lambda rec: rec.final(value.id) is not None, self.timeout)
+            if done:
+                # what was returned may be the first step of a chain, whose next step is sent when
+                # it ends: give that step a moment to run too, so a busy worker is not "never ran"
+                steps = {price.name, add_tax.name}
+                trial.recorder.wait(lambda rec: steps <= {e.name for e in rec.events
+                                                          if e.kind in ("succeeded", "failed")}, 2.0)
             events = list(trial.recorder.events)
         failures = [e for e in events if e.kind == "failed"]
         for e in failures:
