@@ -518,6 +518,9 @@ def test_every_page_opens_offline_with_working_links_and_its_charts(served, chro
                 page.goto(f"{base}/{prefix}search.html?q={urllib.parse.quote(query)}", wait_until="load")
                 page.wait_for_selector("#search-results ul.search li", timeout=30_000)
                 hits = page.locator("#search-results ul.search li a").evaluate_all("els => els.map(e => e.href)")
+                # Sphinx then fetches each hit's page for its summary: let those finish before the next
+                # page, or leaving aborts them and they read as failed requests (net::ERR_ABORTED)
+                page.wait_for_load_state("networkidle", timeout=30_000)
                 assert any(f"/{prefix}{want}" in h for h in hits), (query, hits)
             page.screenshot(path=str(tmp_path / "search.png"))
         finally:
