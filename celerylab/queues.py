@@ -17,6 +17,7 @@ until acknowledged.
     queues.band_lengths(app, "celery")   # {0: 4, 3: 3, 6: 3, 9: 1}
     queues.queue_length(app, "celery")   # 11
     queues.unacked(app)                  # messages taken by workers, not yet acknowledged
+    queues.unacked(app, routing_key="l06_work")   # ... only those routed with that key
 """
 from __future__ import annotations
 
@@ -87,12 +88,22 @@ def queue_length(app: Celery, queue: str = "celery") -> int:
             return 0
 
 
-def unacked(app: Celery) -> int:
-    """Messages workers took from any queue and have not acknowledged yet (Redis ``unacked`` hash)."""
+def unacked(app: Celery, routing_key: str | None = None) -> int:
+    """Messages workers took and have not acknowledged yet (Redis ``unacked`` hash).
+
+    kombu stores each entry as ``[message, exchange, routing_key]``. With ``routing_key``, only the
+    entries delivered with that routing key count: a message left behind by another experiment
+    (a kernel stopped while its worker held an ETA task) does not change this experiment's count.
+    """
     opts = transport_options(app)
     client = redis_client(app)
+    key = opts.get("global_keyprefix", "") + opts.get("unacked_key", "unacked")
     try:
-        return int(client.hlen(opts.get("global_keyprefix", "") + opts.get("unacked_key", "unacked")))
+        if routing_key is None:
+            return int(client.hlen(key))
+        from kombu.utils.json import loads
+
+        return sum(1 for raw in client.hvals(key) if loads(raw)[2] == routing_key)
     finally:
         client.close()
 

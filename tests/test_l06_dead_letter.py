@@ -64,6 +64,30 @@ def test_on_redis_dead_letter_arguments_are_ignored_and_a_rejected_message_is_dr
     l06.app.set_current()
 
 
+def test_unacked_by_routing_key_ignores_a_message_another_experiment_left_held(l06):
+    """A worker holding an ETA task of another queue fills the unacked hash; lesson 06 counts only
+    the entries routed to its own queue (a CI run read 3 where the lesson stores 2)."""
+    from kombu import Exchange, Queue
+
+    from celerylab import queues
+
+    other = Queue("t06_other", Exchange("t06_other"), routing_key="t06_other")
+    exp = celerylab.create_app("t06_held", task_queues=(other,), task_default_queue="t06_other",
+                               task_default_exchange="t06_other", task_default_routing_key="t06_other")
+
+    @exp.task(name="t06.later", shared=False)
+    def later():
+        pass
+
+    with celerylab.run_worker(exp, queues=["t06_other"], concurrency=1):
+        result = later.apply_async(countdown=30)   # the worker takes it and holds it until its ETA
+        assert queues.wait_until(lambda: queues.unacked(exp) >= 1, timeout=5)
+        assert queues.unacked(exp, routing_key="t06_other") >= 1
+        assert queues.unacked(exp, routing_key="t06_work") == 0
+        result.revoke()
+    l06.app.set_current()
+
+
 def test_acks_on_failure_falls_back_to_the_deprecated_name():
     from celery import Celery
     from celery.app.defaults import NAMESPACES
