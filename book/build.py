@@ -43,6 +43,8 @@ from pathlib import Path
 
 import nbformat
 
+from celerylab.i18n import N_
+
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 STAGE = ROOT / "build" / "book-src"
@@ -65,139 +67,90 @@ EDITIONS = {"en": "", "zh_CN": "zh"}
 LANG_NAMES = {"en": "English", "zh_CN": "中文"}
 SPHINX_LANG = {"en": "en", "zh_CN": "zh_CN"}
 
-#: the book's own text, per language (the notebooks' text comes from the notebooks themselves)
+#: the book's own text (the notebooks' text comes from the notebooks themselves), in English, marked
+#: for the kit's catalog (locale/<lang>/kit.po, context "book/build.py"): `make zh` translates it with the rest
 TEXTS = {
-    "en": {
-        "title": "Celery Lab Kit",
-        "run_title": "Run it live",
-        "run_lab": "`make lab` (in the kit's folder) starts JupyterLab; open `{lab}`, write your answers and run "
-                   "each check cell (`q1.check()`). `make grade LABS={lab}` prints a scorecard. The solved "
-                   "notebook is `{solved}`.",
-        "run_lesson": "`make lab` (in the kit's folder) starts JupyterLab; open `{path}` and run the cells "
-                      "from top to bottom (Shift-Enter). This page shows the outputs stored when the lesson last ran.",
-        "minutes": "about {minutes} minutes", "estimated": " (estimated from its length)", "time": "Time: {minutes}.",
-        "untranslated": "",
-        "live_view": "Live view",
-        "live_view_where": 'Its final counts are shown <a href="#{target}">below</a>, in the static figures the '
-                           "lesson displays when it stops the view (counts only: the times of the timeline's bars and the "
-                           "queue-depth curves are live only, they vary from run to run).",
-        "live_view_body": "In JupyterLab this cell shows the live view (task flow, timeline, "
-                          "queue depth), redrawn from Celery's events while the cells run. A stored notebook "
-                          "keeps no picture of a widget. {where}",
-        "live_plot": "Live metrics plot",
-        "live_plot_where": 'The values it ended at are shown <a href="#{target}">below</a> as a static chart (the '
-                           "curves over time are drawn live only: their times vary from run to run).",
-        "live_plot_body": "In JupyterLab this cell shows a chart of the exporter's "
-                          "metrics, redrawn while the cells run. The stored notebook keeps no picture of a "
-                          "widget. {where}",
-        "quiz": "Quiz",
-        "quiz_body": "In JupyterLab these questions are interactive (pick an answer, press "
-                     "Check). Here they follow with their answers folded away.",
-        "widget": "Widget",
-        "widget_body": "An interactive widget, shown while the kernel runs; the stored notebook "
-                       "keeps no picture of it.",
-        "live_only": "Live only",
-        "live_only_body": "This output loads a page from a server the notebook "
-                          "started (on 127.0.0.1 of the machine running it): run the lesson "
-                          "to see it. ",
-        "hint": "{q}: hint {n} of {total}", "solution": "{q}: solution",
-        "check_prints": "With it, the check prints:",
-        "answer_to": "Answer to {n}", "passes": "An answer that passes:",
-        "right": "**{letter}. {answer}.**", "fact": "Fact", "myth": "Myth",
-        "taught": "Taught in [{where}]({href}).",
-        "where": "{title}, section “{section}”",
-        "evidence_cell": "Evidence: {{ref}}`{label} <{target}>`.",
-        "cell_label": "cell `{name}` in {file}",
-        "evidence_test": "Evidence: [{label}]({href}), a test against the installed Celery.",
-        "test_label": "test `{file}::{name}`",
-        "quiz_title": "Quiz: every question, answers folded",
-        "quiz_intro": "The questions of lesson 09's self-check quiz, from the question bank in `celerylab/quiz/`. "
-                      "Each answer names the lesson section that teaches it and its evidence: a lesson cell whose "
-                      "stored output shows it, or a test against the installed Celery. To answer them interactively, "
-                      "run [09 · Interview prep](notebooks/09_interview_prep.ipynb) with `make lab`.",
-        "round_faq": "The seed article's interview questions",
-        "round_myths": "Myth or fact: the seed article's claims",
-        "index_title": "Celery Lab Kit: the course",
-        "index_intro": "Learn Celery by running it: lessons where every claim is shown live on real Celery workers, "
-                       "graded labs, and a self-check quiz. This book shows each notebook as it last ran, with its stored "
-                       "outputs: charts are interactive, live views show their final state.",
-        "index_run": "In the kit's folder, `make lab` installs the kit "
-                     "(pinned packages, in `.venv`) and starts JupyterLab on 127.0.0.1 at `notebooks/00_start_here.ipynb`. "
-                     "Each page of this book names the notebook to open. `make book` rebuilds this book.",
-        "contents": "Contents",
-        "table": "| # | Lesson | Time | Lab | Lab time |",
-        "min": "{minutes} min", "est": " (est.)",
-        "contents_intro": "The course in order, with the time each part takes, as each notebook states it (*est.*: the "
-                          "notebook states none; estimated from its length, {wpm} words a minute plus "
-                          "{mpc} min per code cell). In all about {hours} hours.",
-        "then": "Then check yourself: the [quiz](quiz.md) (every question, answers folded){cheatsheet}.",
-        "then_cheatsheet": " and the [cheat sheet](docs/cheatsheet.md)",
-        "toc_lessons": "Lessons", "toc_labs": "Labs", "toc_check": "Check yourself",
-    },
-    "zh_CN": {
-        "title": "Celery Lab Kit（中文版）",
-        "run_title": "动手运行",
-        "run_lab": "在套件目录下运行 `make lab` 启动 JupyterLab，打开 `{lab}`，写下你的答案，再运行每个检查单元"
-                   "（`q1.check()`）。`make grade LABS={lab}` 会打印成绩单。带答案的版本是 `{solved}`。",
-        "run_lesson": "在套件目录下运行 `make lab` 启动 JupyterLab，打开 `{path}`，从上到下依次运行各单元"
-                      "（Shift-Enter）。本页显示的是这节课上次运行时保存下来的输出。",
-        "minutes": "约 {minutes} 分钟", "estimated": "（按篇幅估算）", "time": "用时：{minutes}。",
-        "untranslated": "本页尚未翻译，下面是英文原文。",
-        "live_view": "实时视图",
-        "live_view_where": '它最终的计数显示在<a href="#{target}">下方</a>：课程停止视图时展示的静态图（只有计数；'
-                           "时间线上各条的时间和队列深度曲线只在实时运行时绘制，每次运行都不一样）。",
-        "live_view_body": "在 JupyterLab 中，这个单元显示实时视图（任务流、时间线、队列深度），"
-                          "运行各单元时根据 Celery 的事件实时重绘。保存下来的 notebook 不保留控件的画面。{where}",
-        "live_plot": "实时指标图",
-        "live_plot_where": '它最终的数值以静态图的形式显示在<a href="#{target}">下方</a>（随时间变化的曲线只在实时运行时绘制，'
-                           "每次运行的时间都不一样）。",
-        "live_plot_body": "在 JupyterLab 中，这个单元显示导出器指标的图表，运行各单元时实时重绘。"
-                          "保存下来的 notebook 不保留控件的画面。{where}",
-        "quiz": "测验",
-        "quiz_body": "在 JupyterLab 中这些题目可以交互作答（选一个答案，点“检查”）。这里把题目列在下面，答案已折叠。",
-        "widget": "控件",
-        "widget_body": "交互式控件，只在内核运行时显示；保存下来的 notebook 不保留它的画面。",
-        "live_only": "仅实时可见",
-        "live_only_body": "这个输出会加载 notebook 启动的服务器上的页面（在运行它的那台机器的 127.0.0.1 上）："
-                          "运行这节课才能看到。",
-        "hint": "{q}：提示 {n}/{total}", "solution": "{q}：参考答案",
-        "check_prints": "用这个答案，检查单元会输出：",
-        "answer_to": "第 {n} 题答案", "passes": "一个能通过的答案：",
-        "right": "**{letter}. {answer}。**", "fact": "事实", "myth": "误区",
-        "taught": "讲解见 [{where}]({href})。",
-        "where": "{title}，“{section}”一节",
-        "evidence_cell": "证据：{{ref}}`{label} <{target}>`。",
-        "cell_label": "{file} 中的单元 `{name}`",
-        "evidence_test": "证据：[{label}]({href})，针对已安装 Celery 的测试。",
-        "test_label": "测试 `{file}::{name}`",
-        "quiz_title": "测验：全部题目，答案已折叠",
-        "quiz_intro": "第 09 课自测题的全部题目，来自 `celerylab/quiz/` 中的题库。每道题的答案都注明讲解它的课程小节和证据："
-                      "一个保存的输出能说明它的课程单元，或一个针对已安装 Celery 的测试。想交互作答，请用 `make lab` 运行 "
-                      "[09 · 面试准备](notebooks/09_interview_prep.ipynb)。",
-        "round_faq": "原文中的面试题",
-        "round_myths": "误区还是事实：原文中的说法",
-        "index_title": "Celery Lab Kit：课程",
-        "index_intro": "动手运行来学 Celery：每个论断都在真实的 Celery Worker 上现场演示的课程、自动评分的实验，"
-                       "以及一套自测题。本书展示每个 notebook 上次运行时的样子和保存下来的输出：图表可以交互，"
-                       "实时视图显示其最终状态。",
-        "index_run": "在套件目录下，`make lab` 会安装套件（固定版本的依赖，装在 `.venv` 中），并在 127.0.0.1 上启动 "
-                     "JupyterLab，打开 `notebooks/00_start_here.ipynb`。中文版的 notebook 在 `zh/notebooks`、`zh/labs` "
-                     "（先运行 `make zh` 生成）。本书每一页都注明了要打开的 notebook。`make book` 会重新生成本书。",
-        "contents": "目录",
-        "table": "| # | 课程 | 用时 | 实验 | 实验用时 |",
-        "min": "{minutes} 分钟", "est": "（估）",
-        "contents_intro": "按学习顺序排列的课程，以及各部分所需的时间，以各 notebook 自己写明的为准（*估*：notebook 没有写明，"
-                          "按篇幅估算：每分钟 {wpm} 词，每个代码单元加 {mpc} 分钟）。合计约 {hours} 小时。",
-        "then": "然后自测一下：[测验](quiz.md)（全部题目，答案已折叠）{cheatsheet}。",
-        "then_cheatsheet": "和[速查表](docs/cheatsheet.md)",
-        "toc_lessons": "课程", "toc_labs": "实验", "toc_check": "自测",
-    },
+    "title": N_('Celery Lab Kit'),
+    "run_title": N_('Run it live'),
+    "run_lab": N_("`make lab` (in the kit's folder) starts JupyterLab; open `{lab}`, write your answers and"
+              ' run each check cell (`q1.check()`). `make grade LABS={lab}` prints a scorecard. The '
+              'solved notebook is `{solved}`.'),
+    "run_lesson": N_("`make lab` (in the kit's folder) starts JupyterLab; open `{path}` and run the cells from"
+              ' top to bottom (Shift-Enter). This page shows the outputs stored when the lesson last '
+              'ran.'),
+    "minutes": N_('about {minutes} minutes'),
+    "estimated": N_(' (estimated from its length)'),
+    "time": N_('Time: {minutes}.'),
+    "untranslated": N_('This page is not translated yet: the English original follows.'),
+    "live_view": N_('Live view'),
+    "live_view_where": N_('Its final counts are shown <a href="#{target}">below</a>, in the static figures the '
+              "lesson displays when it stops the view (counts only: the times of the timeline's bars "
+              'and the queue-depth curves are live only, they vary from run to run).'),
+    "live_view_body": N_('In JupyterLab this cell shows the live view (task flow, timeline, queue depth), redrawn '
+              "from Celery's events while the cells run. A stored notebook keeps no picture of a "
+              'widget. {where}'),
+    "live_plot": N_('Live metrics plot'),
+    "live_plot_where": N_('The values it ended at are shown <a href="#{target}">below</a> as a static chart (the '
+              'curves over time are drawn live only: their times vary from run to run).'),
+    "live_plot_body": N_("In JupyterLab this cell shows a chart of the exporter's metrics, redrawn while the cells"
+              ' run. The stored notebook keeps no picture of a widget. {where}'),
+    "quiz": N_('Quiz'),
+    "quiz_body": N_('In JupyterLab these questions are interactive (pick an answer, press Check). Here they '
+              'follow with their answers folded away.'),
+    "widget": N_('Widget'),
+    "widget_body": N_('An interactive widget, shown while the kernel runs; the stored notebook keeps no picture'
+              ' of it.'),
+    "live_only": N_('Live only'),
+    "live_only_body": N_('This output loads a page from a server the notebook started (on 127.0.0.1 of the machine'
+              ' running it): run the lesson to see it. '),
+    "hint": N_('{q}: hint {n} of {total}'),
+    "solution": N_('{q}: solution'),
+    "check_prints": N_('With it, the check prints:'),
+    "answer_to": N_('Answer to {n}'),
+    "passes": N_('An answer that passes:'),
+    "right": N_('**{letter}. {answer}.**'),
+    "fact": N_('Fact'),
+    "myth": N_('Myth'),
+    "taught": N_('Taught in [{where}]({href}).'),
+    "where": N_('{title}, section “{section}”'),
+    "evidence_cell": N_('Evidence: {{ref}}`{label} <{target}>`.'),
+    "cell_label": N_('cell `{name}` in {file}'),
+    "evidence_test": N_('Evidence: [{label}]({href}), a test against the installed Celery.'),
+    "test_label": N_('test `{file}::{name}`'),
+    "quiz_title": N_('Quiz: every question, answers folded'),
+    "quiz_intro": N_("The questions of lesson 09's self-check quiz, from the question bank in "
+              '`celerylab/quiz/`. Each answer names the lesson section that teaches it and its '
+              'evidence: a lesson cell whose stored output shows it, or a test against the installed '
+              'Celery. To answer them interactively, run [09 · Interview '
+              'prep](notebooks/09_interview_prep.ipynb) with `make lab`.'),
+    "round_faq": N_("The seed article's interview questions"),
+    "round_myths": N_("Myth or fact: the seed article's claims"),
+    "index_title": N_('Celery Lab Kit: the course'),
+    "index_intro": N_('Learn Celery by running it: lessons where every claim is shown live on real Celery '
+              'workers, graded labs, and a self-check quiz. This book shows each notebook as it last '
+              'ran, with its stored outputs: charts are interactive, live views show their final state.'),
+    "index_run": N_("In the kit's folder, `make lab` installs the kit (pinned packages, in `.venv`) and "
+              'starts JupyterLab on 127.0.0.1 at `notebooks/00_start_here.ipynb`. Each page of this '
+              'book names the notebook to open. `make book` rebuilds this book.'),
+    "contents": N_('Contents'),
+    "table": N_('| # | Lesson | Time | Lab | Lab time |'),
+    "min": N_('{minutes} min'),
+    "est": N_(' (est.)'),
+    "contents_intro": N_('The course in order, with the time each part takes, as each notebook states it (*est.*: '
+              'the notebook states none; estimated from its length, {wpm} words a minute plus {mpc} min'
+              ' per code cell). In all about {hours} hours.'),
+    "then": N_('Then check yourself: the [quiz](quiz.md) (every question, answers folded){cheatsheet}.'),
+    "then_cheatsheet": N_(' and the [cheat sheet](docs/cheatsheet.md)'),
+    "toc_lessons": N_('Lessons'),
+    "toc_labs": N_('Labs'),
+    "toc_check": N_('Check yourself'),
 }
+CONTEXT = "book/build.py"   # the catalog entries' msgctxt
 
 
 def tr(lang: str, key: str, **fields) -> str:
-    """The book's own text ``key`` in ``lang`` (English when the language has none), formatted."""
-    text = TEXTS.get(lang, {}).get(key, TEXTS["en"][key])
+    """The book's own text ``key`` in ``lang``, from the kit's catalog (English when it has none), formatted."""
+    text = translate(TEXTS[key], lang, context=CONTEXT)
     return text.format(**fields) if fields else text
 
 

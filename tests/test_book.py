@@ -250,6 +250,22 @@ def test_the_chinese_edition_has_every_page_of_the_english_in_the_same_order(zh_
     assert len(translated) >= 20          # every lesson and lab but 09 (generated from the quiz bank)
 
 
+def test_the_books_own_text_comes_from_the_kit_catalog_in_every_edition():
+    """The book's notes and headings are English in book/build.py and Chinese from locale/zh_CN/kit.po
+    (context book/build.py): each key reads Chinese in the zh edition, with the same {fields}."""
+    import re
+    import string
+
+    def fields(text):
+        return {f for _, f, _, _ in string.Formatter().parse(text) if f}
+
+    for key, english in book.TEXTS.items():
+        chinese = book.translate(english, "zh_CN", context=book.CONTEXT)
+        words = re.search(r"[A-Za-z]{2,}", re.sub(r"\{[^}]*\}", "", english))   # not just "**{letter}. {answer}.**"
+        assert chinese != english and (re.search(r"[\u4e00-\u9fff]", chinese) or not words), key
+        assert fields(chinese) == fields(english), key
+
+
 def test_a_chinese_lesson_page_keeps_the_outputs_and_speaks_chinese(zh_edition, tmp_path):
     page = next(p for p in book.edition_pages(book.lessons(), "zh_CN") if p.path.name.startswith("01_"))
     assert page.translated

@@ -62,8 +62,8 @@ def test_a_stale_or_missing_entry_shows_the_english(zh, tmp_path, monkeypatch):
 
 
 def marked_calls():
-    """(file, line, first argument node) of every _( ) and N_( ) call in the package."""
-    for path in sorted((ROOT / "celerylab").rglob("*.py")):
+    """(file, line, first argument node) of every _( ) and N_( ) call in the package and the book's builder."""
+    for path in sorted(p for folder in catalogs.kit_folders() for p in folder.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("_", "N_"):

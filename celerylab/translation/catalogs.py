@@ -60,6 +60,12 @@ def kit_source() -> Path:
     return repo_root() / "celerylab"
 
 
+def kit_folders() -> list[Path]:
+    """The code whose ``_()``/``N_()`` strings make the kit's catalog: the package, and the book's
+    builder (its page notes, headings and contents table: ``book/build.py``)."""
+    return [kit_source(), repo_root() / "book"]
+
+
 def is_kit(source: Path) -> bool:
     return source == kit_source()
 
@@ -111,15 +117,15 @@ def kit_entries() -> list[Entry]:
     """The kit's marked messages, extracted with Babel; the context is the module's path."""
     from babel.messages.extract import extract_from_dir
 
-    root = repo_root()
     found: dict[tuple[str, str], Entry] = {}
-    for filename, line, message, _comments, _context in extract_from_dir(
-            str(kit_source()), method_map=[("**.py", "python")], keywords=KIT_KEYWORDS,
-            comment_tags=(), strip_comment_tags=True):
-        if not message:
-            continue  # an f-string inside _(): Babel warns, and a test fails on it
-        where = f"celerylab/{filename}"
-        found.setdefault((where, message), Entry(where, message, (where, None)))  # no line: edits elsewhere in a module change no catalog
+    for folder in kit_folders():
+        for filename, line, message, _comments, _context in extract_from_dir(
+                str(folder), method_map=[("**.py", "python")], keywords=KIT_KEYWORDS,
+                comment_tags=(), strip_comment_tags=True):
+            if not message:
+                continue  # an f-string inside _(): Babel warns, and a test fails on it
+            where = f"{folder.name}/{filename}"
+            found.setdefault((where, message), Entry(where, message, (where, None)))  # no line: edits elsewhere in a module change no catalog
     for entry in quiz_entries():
         found.setdefault((entry.context, entry.text), entry)
     return list(found.values())
