@@ -32,6 +32,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .i18n import N_, _
+
 #: Set (to 1) by ``python -m celerylab.recorded record``: :func:`show` writes live results.
 RECORD_ENV = "CELERYLAB_RECORD"
 #: Where recordings live (next to the notebooks that show them).
@@ -39,8 +41,8 @@ RECORDED_DIR = Path(__file__).resolve().parent.parent / "notebooks" / "recorded"
 RECORD_COMMAND = ("python -m celerylab.servers rabbitmq --results redis -- "
                   "python -m celerylab.recorded record NOTEBOOK")
 #: The status line of a live run (tests/sanitize_brokers.cfg maps it to the non-live one).
-LIVE_LINE = "This run: live on RabbitMQ {version}, same result as the recording."
-NOT_LIVE_LINE = "This run: the kit's broker is not RabbitMQ, so the result above is the recording."
+LIVE_LINE = N_("This run: live on RabbitMQ {version}, same result as the recording.")
+NOT_LIVE_LINE = N_("This run: the kit's broker is not RabbitMQ, so the result above is the recording.")
 
 
 class RecordingMismatch(AssertionError):
@@ -64,8 +66,8 @@ class Recording:
         return path_for(self.name)
 
     def header(self) -> str:
-        return (f"Recorded on {self.broker}, {self.recorded_on}, by the code above "
-                f"(notebooks/recorded/{self.name}.json):")
+        return _("Recorded on {broker}, {date}, by the code above (notebooks/recorded/{name}.json):",
+                 broker=self.broker, date=self.recorded_on, name=self.name)
 
 
 def path_for(name: str, directory: Path | None = None) -> Path:
@@ -145,14 +147,14 @@ def show(name: str, live=None, app=None, notebook: str = "", directory: Path | N
     print(rec.header())
     print(format_result(rec.result))
     if live is None:
-        print(NOT_LIVE_LINE)
+        print(_(NOT_LIVE_LINE))
     elif normalize(live) != rec.result:
         raise RecordingMismatch(
             f"{name}: the live result on {version} differs from the recording of {rec.recorded_on} "
             f"({rec.broker}):\n live:     {normalize(live)}\n recorded: {rec.result}\n"
             f"Find out why; if RabbitMQ is right, re-record: {RECORD_COMMAND}")
     else:
-        print(LIVE_LINE.format(version=version.removeprefix("RabbitMQ ")))
+        print(_(LIVE_LINE, version=version.removeprefix("RabbitMQ ")))
     return rec.result
 
 

@@ -94,3 +94,27 @@ def test_the_recordings_say_what_the_lessons_teach():
     seed06 = recorded.load("l06-seed-dead-lettering").result
     assert (seed06["queue"], seed06["dead_letter"]) == ("celery", 0)
     assert "inequivalent arg 'x-dead-letter-exchange'" in seed06["redeclared with x-dead-letter-exchange"]
+
+
+@pytest.mark.parametrize("lang", ["english", "zh"])
+def test_the_broker_tracks_sanitising_turns_the_live_line_into_the_recorded_one(lang, request, tmp_path, monkeypatch, capsys):
+    """On the RabbitMQ track a cell prints the live line where the stored output (embedded broker) has
+    the recording's: tests/sanitize_brokers.cfg maps one to the other, in English and in Chinese."""
+    import configparser
+    import re
+    from pathlib import Path
+
+    request.getfixturevalue(lang)
+    monkeypatch.delenv(recorded.RECORD_ENV, raising=False)
+    monkeypatch.setattr(recorded, "rabbitmq_version", lambda app: "RabbitMQ 3.13.0")
+    recorded.save("demo", {"order run": ["p9", "p0"]}, "RabbitMQ 3.10.8", directory=tmp_path)
+    recorded.show("demo", {"order run": ["p9", "p0"]}, app=object(), directory=tmp_path)
+    live = capsys.readouterr().out
+    recorded.show("demo", None, directory=tmp_path)
+    stored = capsys.readouterr().out
+    assert live != stored
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read(Path(__file__).with_name("sanitize_brokers.cfg"), encoding="utf-8")
+    for section in cfg.sections():
+        live = re.sub(cfg[section]["regex"], cfg[section]["replace"], live)
+    assert live == stored
