@@ -91,6 +91,10 @@ def _request_shutdown() -> None:
     raise WorkerShutdown(0)
 
 
+def _wake() -> None:
+    """Nothing: queued with ``call_soon`` to wake a worker's loop from its poll."""
+
+
 class _KitConsumer(Consumer):
     """Celery's consumer, except that it sends its buffered task events before it shuts down.
 
@@ -228,7 +232,12 @@ class InKernelWorker:
             # Shut down on the worker's own thread, as a worker process does on SIGTERM. The
             # broker connection belongs to that thread: over AMQP a shutdown from here would
             # send basic.cancel and wait for the reply that the worker's loop reads instead.
-            hub.call_soon(_request_shutdown)
+            # The loop runs its pending callbacks as one batch (a set, in no order) and an
+            # exception ends the batch: raised from there, the shutdown could drop an ack that
+            # a finished task queued beside it (its message would go back to the queue). So it
+            # is raised from the loop's tick, after the batch, and a callback only wakes the loop.
+            hub.on_tick.add(_request_shutdown)
+            hub.call_soon(_wake)
             self._thread.join(timeout)
         if self._thread.is_alive():
             self._stop_from_here(controller, timeout)

@@ -399,3 +399,35 @@ def test_celery_worker_processes_the_kit_starts_use_the_flushing_consumer(monkey
     assert started_by_kit.consumer_cls is _KitConsumer
     assert own_consumer.consumer_cls == "my.app:Consumer"   # a consumer the app chose is kept
     assert outside.consumer_cls == _DEFAULT_CONSUMER        # a worker not started by the kit: Celery's
+
+
+def _left_in_the_broker(app, queue="celery"):
+    from celerylab import queues
+
+    return celerylab.broker.redis_client(app.conf.broker_url).llen(queue), queues.unacked(app)
+
+
+def test_a_late_ack_task_that_finishes_while_its_worker_stops_is_acked_not_requeued(app, tasks):
+    # A warm shutdown waits for the running task and its acknowledgement: nothing goes back to
+    # the queue (a message restored here would run the task again on the next worker).
+    late = app.task(name="test_worker.late_sleep", acks_late=True)(tasks.sleep_then_return.run)
+    worker = celerylab.start_worker(app, concurrency=1)
+    result = late.delay(0.5, "done")
+    deadline = time.monotonic() + 5
+    while result.state != "STARTED":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    worker.stop()  # warm: waits for the task, which then acks
+    assert result.get(timeout=1) == "done"
+    assert _left_in_the_broker(app) == (0, 0)
+
+
+def test_callbacks_queued_on_the_loop_with_the_stop_all_run(app):
+    # The loop runs its queued callbacks as one batch in no order (a set). A stop raised from
+    # that batch would drop the others, among them the acks of tasks that just finished.
+    worker = celerylab.start_worker(app, concurrency=1)
+    ran = []
+    for i in range(50):
+        worker.controller.hub.call_soon(ran.append, i)
+    worker.stop()
+    assert sorted(ran) == list(range(50))
