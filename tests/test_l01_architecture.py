@@ -140,7 +140,7 @@ def test_a_spawned_worker_applies_its_own_result_expires(app):
         kept = app.tasks["l01.add"].apply_async((20, 22), queue="l01_expiring")
         assert kept.get(timeout=10) == 42
         ttl = ib.result_ttl(kept.id)
-        assert 0 < ttl <= 1, ttl
+        assert ttl is None or 0 <= ttl <= 1, ttl  # None: already expired (a slow machine)
         time.sleep(1.3)
         assert AsyncResult(kept.id, app=app).state == "PENDING"
     finally:
